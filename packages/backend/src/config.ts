@@ -1,0 +1,96 @@
+// Environment → a frozen, checked Config. Parsed once at the boundary; every bad field is named in
+// one error message. Values never appear in the message (they may be secrets).
+import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { z } from 'zod';
+
+const bool = z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true');
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const pgUrl = z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL');
+
+const envSchema = z.object({
+  NODE_ENV: z.string().optional(),
+  DATABASE_URL: pgUrl,
+  STAGING_DATABASE_URL: pgUrl.optional(),
+  PORT: int(0, 65535).default(3000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** HS256 key, at least 32 bytes (256 bits). Required when NODE_ENV=production. */
+  JWT_SECRET: z.string().min(32, 'must be at least 32 characters (256 bits) of random data').optional(),
+  JWT_ISSUER: z.string().min(1).default('elara'),
+  JWT_AUDIENCE: z.string().min(1).default('elara-api'),
+  RATE_LIMIT_IP_PER_MINUTE: int(1, 10_000_000).default(20),
+  RATE_LIMIT_EMAIL_PER_HOUR: int(1, 10_000_000).default(5),
+  HASH_CONCURRENCY: int(1, 64).default(Math.max(1, availableParallelism())),
+  DB_POOL_MAX: int(1, 200).default(10),
+  STAGING_CONNECT_TIMEOUT_MS: int(100, 120_000).default(2000),
+  STAGING_STATEMENT_TIMEOUT_MS: int(100, 600_000).default(5000),
+  SYNC_WORKER_CONCURRENCY: int(1, 64).default(2),
+  SYNC_MAX_ATTEMPTS: int(1, 1000).default(25),
+  /** A sync job locked longer than this belongs to a dead process and is released. */
+  SYNC_STALE_LOCK_SECONDS: int(1, 86_400).default(60),
+  /** How often to probe staging while it is failing; on recovery the backlog is retried at once. */
+  SYNC_PROBE_INTERVAL_MS: int(50, 600_000).default(1000),
+  /** Test-only fault injection; see README. Unset in any real deployment. */
+  ELARA_FAILPOINT: z.enum(['after_prod_commit']).optional(),
+  TRUST_PROXY: bool.default(false),
+}).superRefine((env, ctx) => {
+  if (env.NODE_ENV === 'production' && !env.JWT_SECRET) {
+    ctx.addIssue({ code: 'custom', path: ['JWT_SECRET'], message: 'is required when NODE_ENV=production' });
+  }
+});
+
+export interface Config {
+  readonly databaseUrl: string;
+  readonly stagingDatabaseUrl: string | null;
+  readonly port: number;
+  readonly host: string;
+  readonly logLevel: string;
+  readonly jwt: { readonly secret: string; readonly generated: boolean; readonly issuer: string; readonly audience: string };
+  readonly rateLimit: { readonly ipPerMinute: number; readonly emailPerHour: number };
+  readonly hashConcurrency: number;
+  readonly dbPoolMax: number;
+  readonly staging: { readonly connectTimeoutMs: number; readonly statementTimeoutMs: number };
+  readonly sync: { readonly concurrency: number; readonly maxAttempts: number; readonly staleLockSeconds: number; readonly probeIntervalMs: number };
+  readonly failpoint: 'after_prod_commit' | null;
+  readonly trustProxy: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly issues: string[]) {
+    super(`invalid configuration: ${issues.join('; ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // Empty strings count as unset, as most shells and manifests mean them.
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = envSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || '(env)'} ${i.message}`));
+  }
+  const e = parsed.data;
+  const secret = e.JWT_SECRET ?? randomBytes(32).toString('base64url');
+  const config: Config = {
+    databaseUrl: e.DATABASE_URL,
+    stagingDatabaseUrl: e.STAGING_DATABASE_URL ?? null,
+    port: e.PORT,
+    host: e.HOST,
+    logLevel: e.LOG_LEVEL,
+    jwt: Object.freeze({ secret, generated: !e.JWT_SECRET, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE }),
+    rateLimit: Object.freeze({ ipPerMinute: e.RATE_LIMIT_IP_PER_MINUTE, emailPerHour: e.RATE_LIMIT_EMAIL_PER_HOUR }),
+    hashConcurrency: e.HASH_CONCURRENCY,
+    dbPoolMax: e.DB_POOL_MAX,
+    staging: Object.freeze({ connectTimeoutMs: e.STAGING_CONNECT_TIMEOUT_MS, statementTimeoutMs: e.STAGING_STATEMENT_TIMEOUT_MS }),
+    sync: Object.freeze({
+      concurrency: e.SYNC_WORKER_CONCURRENCY,
+      maxAttempts: e.SYNC_MAX_ATTEMPTS,
+      staleLockSeconds: e.SYNC_STALE_LOCK_SECONDS,
+      probeIntervalMs: e.SYNC_PROBE_INTERVAL_MS,
+    }),
+    failpoint: e.ELARA_FAILPOINT ?? null,
+    trustProxy: e.TRUST_PROXY,
+  };
+  return Object.freeze(config);
+}

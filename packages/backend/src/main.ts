@@ -1,0 +1,56 @@
+// `npm start`. With DATABASE_URL set it serves that database (and STAGING_DATABASE_URL, if set).
+// Without it, it starts an embedded PostgreSQL with elara_production and elara_staging, migrates
+// both, marks production, then starts the API and the outbox worker and prints a curl to try.
+//
+// TODO(engine author): the reconcile loop (`elara-sync run --every 5m`, in-process) is added here.
+import { fileURLToPath } from 'node:url';
+import { ensureDatabase, startEmbeddedPostgres, type EmbeddedPostgresHandle } from './db/embedded.ts';
+import { markProduction, migrateDatabase } from './db/migrate.ts';
+import { ConfigError } from './config.ts';
+import { startServer } from './server.ts';
+
+const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const say = (msg: string) => process.stderr.write(`[elara] ${msg}\n`);
+
+let embedded: EmbeddedPostgresHandle | null = null;
+try {
+  let env = process.env;
+  if (!process.env.DATABASE_URL) {
+    say('DATABASE_URL is not set: starting the embedded PostgreSQL (data in .elara/pg)');
+    embedded = await startEmbeddedPostgres(`${REPO_ROOT}.elara/pg`, say);
+    await ensureDatabase(embedded.url('postgres'), 'elara_production');
+    await ensureDatabase(embedded.url('postgres'), 'elara_staging');
+    const prod = embedded.url('elara_production');
+    const staging = embedded.url('elara_staging');
+    await migrateDatabase(prod, { outbox: true });
+    await markProduction(prod);
+    await migrateDatabase(staging);
+    say('migrated elara_production and elara_staging');
+    env = { ...process.env, DATABASE_URL: prod, STAGING_DATABASE_URL: process.env.STAGING_DATABASE_URL || staging };
+  }
+  const server = await startServer({ env, afterClose: async () => { await embedded?.stop(); } });
+  const body = JSON.stringify({ email: 'ada@example.com', password: 'correct horse battery staple', organizationName: 'Acme Corp', firstName: 'Ada', lastName: 'Lovelace' });
+  const lines = [
+    '',
+    `Elara API ready on ${server.url}`,
+    server.stagingPool ? 'Staging sync: on' : 'Staging sync: off (STAGING_DATABASE_URL is not set)',
+    '',
+    'Register a user:',
+    `  curl -sS -X POST ${server.url}/api/v2/auth/register -H 'content-type: application/json' -d '${body}'`,
+  ];
+  if (embedded) {
+    lines.push('', 'Then see it in staging:', `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_staging -c 'SELECT email, "organizationId" FROM "User"'`);
+  }
+  lines.push('', 'Stop with Ctrl-C.', '');
+  process.stdout.write(lines.join('\n') + '\n');
+} catch (err) {
+  if (err instanceof ConfigError) {
+    say(err.message);
+  } else if ((err as { code?: string }).code === 'EADDRINUSE') {
+    say(`${(err as Error).message}: the port is taken; set PORT to another one (e.g. PORT=3001 npm start)`);
+  } else {
+    say(`start-up failed: ${(err as Error).message}`);
+  }
+  await embedded?.stop().catch(() => {});
+  process.exit(1);
+}

@@ -1,0 +1,224 @@
+// /api/v2/auth: register, login, refresh, logout, me.
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { and, eq, isNull, sql } from 'drizzle-orm';
+import { z } from 'zod';
+import type { AppDeps } from '../app.ts';
+import { ApiError, validationError } from '../errors.ts';
+import { RateLimiter } from '../rate-limit.ts';
+import * as schema from '../db/schema.ts';
+import { ACCESS_TOKEN_TTL_SECONDS, REFRESH_TOKEN_TTL_SECONDS } from '../auth/tokens.ts';
+import { generateApiKey, generateApiSecret, generateRefreshToken, sha256 } from '../auth/secrets.ts';
+import { enqueueRegistrationSync } from '../sync/outbox.ts';
+import type { Database, Tx } from '../db/client.ts';
+
+// No control characters (NUL cannot be stored in PostgreSQL text; the rest only cause trouble).
+const noControl = (s: string) => !/[\u0000-\u001f\u007f]/.test(s);
+const name = (max: number) => z.string().transform((s) => s.normalize('NFC').trim())
+  .pipe(z.string().min(1, 'must not be empty').max(max, `must be at most ${max} characters`))
+  .refine(noControl, 'must not contain control characters');
+const email = z.string().max(254, 'must be at most 254 characters').transform((s) => s.trim().toLowerCase())
+  .pipe(z.email('must be a valid email address'));
+// ASVS 6.2: length only, no composition rules, no truncation; capped to bound hashing cost.
+const password = z.string().min(12, 'must be at least 12 characters').max(128, 'must be at most 128 characters');
+
+export const registerBody = z.strictObject({
+  email,
+  password,
+  organizationName: name(100),
+  firstName: name(100).optional(),
+  lastName: name(100).optional(),
+});
+const loginBody = z.strictObject({ email, password: z.string().min(1).max(128) });
+const refreshBody = z.strictObject({ refreshToken: z.string().min(1).max(200) });
+
+function parse<T extends z.ZodType>(schemaT: T, body: unknown): z.infer<T> {
+  const r = schemaT.safeParse(body ?? undefined);
+  if (!r.success) {
+    if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
+      throw new ApiError(400, 'E_VALIDATION', 'the body must be a JSON object', [{ field: '(body)', message: 'expected a JSON object' }]);
+    }
+    throw validationError(r.error);
+  }
+  return r.data;
+}
+
+export function publicUser(u: schema.User) {
+  return {
+    id: u.id, email: u.email, firstName: u.firstName, lastName: u.lastName, role: u.role,
+    organizationId: u.organizationId, isActive: u.isActive, emailVerified: u.emailVerified,
+    lastLoginAt: u.lastLoginAt, createdAt: u.createdAt, updatedAt: u.updatedAt,
+  };
+}
+
+export function publicOrganization(o: schema.Organization) {
+  return { id: o.id, name: o.name, tier: o.tier, apiKey: o.apiKey, isActive: o.isActive, createdAt: o.createdAt, updatedAt: o.updatedAt };
+}
+
+/** SQLSTATE of a pg error, also when wrapped (drizzle wraps driver errors in DrizzleQueryError). */
+export function pgErrorOf(err: unknown): { code?: string; constraint?: string } {
+  for (let e = err, i = 0; e && i < 5; e = (e as { cause?: unknown }).cause, i++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) return { code, constraint: (e as { constraint?: string }).constraint };
+  }
+  return {};
+}
+
+const auditContext = (req: FastifyRequest) => ({
+  ip: req.ip, userAgent: req.headers['user-agent']?.slice(0, 300) ?? null, requestId: String(req.id),
+});
+
+export async function authRoutes(app: FastifyInstance, opts: { deps: AppDeps; db: Database }): Promise<void> {
+  const { deps, db } = opts;
+  const { config } = deps;
+  const ipLimiter = new RateLimiter(config.rateLimit.ipPerMinute, 60_000);
+  const emailLimiter = new RateLimiter(config.rateLimit.emailPerHour, 3_600_000);
+  app.addHook('onClose', async () => { ipLimiter.close(); emailLimiter.close(); });
+
+  // Auth responses carry tokens and secrets: never cache them.
+  app.addHook('onSend', async (_req, reply, payload) => {
+    reply.header('cache-control', 'no-store');
+    return payload;
+  });
+  app.addHook('onRequest', async (req) => {
+    if (req.method === 'POST') ipLimiter.hit(`${req.routeOptions.url}|${req.ip}`);
+  });
+
+  async function issueRefreshToken(tx: Tx, userId: string, familyId: string): Promise<{ token: string; id: string }> {
+    const token = generateRefreshToken();
+    const [row] = await tx.insert(schema.refreshToken).values({
+      tokenHash: sha256(token), familyId, userId, expiresAt: new Date(Date.now() + REFRESH_TOKEN_TTL_SECONDS * 1000),
+    }).returning({ id: schema.refreshToken.id });
+    return { token, id: row!.id };
+  }
+
+  const accessFor = (u: schema.User) => deps.tokens.signAccess({ sub: u.id, orgId: u.organizationId, role: u.role });
+
+  app.post('/register', async (req, reply) => {
+    const body = parse(registerBody, req.body);
+    emailLimiter.hit(`register|${body.email}`);
+    const passwordHash = await deps.hasher.hash(body.password);
+    const apiSecret = generateApiSecret();
+    let result;
+    try {
+      result = await db.transaction(async (tx) => {
+        const [org] = await tx.insert(schema.organization).values({
+          name: body.organizationName, apiKey: generateApiKey(), apiSecret: sha256(apiSecret),
+        }).returning();
+        const [user] = await tx.insert(schema.user).values({
+          email: body.email, passwordHash, firstName: body.firstName ?? null, lastName: body.lastName ?? null,
+          role: 'owner', organizationId: org!.id,
+        }).returning();
+        const refresh = await issueRefreshToken(tx, user!.id, randomUUID());
+        await tx.insert(schema.auditLog).values({
+          action: 'user.register', outcome: 'success', userId: user!.id, organizationId: org!.id, ...auditContext(req),
+          details: { tier: org!.tier },
+        });
+        if (deps.stagingPool) {
+          await tx.execute(enqueueRegistrationSync({
+            organizationId: org!.id, userId: user!.id, email: user!.email, organizationName: org!.name,
+          }, config.sync.maxAttempts));
+        }
+        return { org: org!, user: user!, refresh };
+      });
+    } catch (err) {
+      const { code, constraint } = pgErrorOf(err);
+      if (code === '23505' && (constraint === 'User_email_unique' || !constraint)) {
+        throw new ApiError(409, 'E_EMAIL_TAKEN', 'an account with this email already exists');
+      }
+      throw err;
+    }
+    // Test-only fault injection: die between the production commit and the response.
+    if (config.failpoint === 'after_prod_commit') process.kill(process.pid, 'SIGKILL');
+    req.log.info({ userId: result.user.id, organizationId: result.org.id }, 'registered');
+    return reply.code(201).send({
+      user: publicUser(result.user),
+      organization: publicOrganization(result.org),
+      apiSecret,
+      accessToken: await accessFor(result.user),
+      refreshToken: result.refresh.token,
+      expiresIn: ACCESS_TOKEN_TTL_SECONDS,
+    });
+  });
+
+  app.post('/login', async (req) => {
+    const body = parse(loginBody, req.body);
+    emailLimiter.hit(`login|${body.email}`);
+    const [user] = await db.select().from(schema.user).where(eq(schema.user.email, body.email)).limit(1);
+    if (!user || !user.isActive) {
+      await deps.hasher.dummyVerify(body.password);
+      throw new ApiError(401, 'E_INVALID_CREDENTIALS', 'email or password is wrong');
+    }
+    const ok = await deps.hasher.verify(user.passwordHash, body.password);
+    if (!ok) {
+      await db.insert(schema.auditLog).values({ action: 'user.login', outcome: 'failure', userId: user.id, organizationId: user.organizationId, ...auditContext(req) });
+      throw new ApiError(401, 'E_INVALID_CREDENTIALS', 'email or password is wrong');
+    }
+    const { updated, refresh } = await db.transaction(async (tx) => {
+      const [updated] = await tx.update(schema.user).set({ lastLoginAt: new Date() }).where(eq(schema.user.id, user.id)).returning();
+      const refresh = await issueRefreshToken(tx, user.id, randomUUID());
+      await tx.insert(schema.auditLog).values({ action: 'user.login', outcome: 'success', userId: user.id, organizationId: user.organizationId, ...auditContext(req) });
+      return { updated: updated!, refresh };
+    });
+    return { user: publicUser(updated), accessToken: await accessFor(updated), refreshToken: refresh.token, expiresIn: ACCESS_TOKEN_TTL_SECONDS };
+  });
+
+  app.post('/refresh', async (req) => {
+    const body = parse(refreshBody, req.body);
+    const hash = sha256(body.refreshToken);
+    // Reuse detection must commit the family revocation, so outcomes are returned, not thrown.
+    const outcome = await db.transaction(async (tx) => {
+      const [row] = await tx.select().from(schema.refreshToken).where(eq(schema.refreshToken.tokenHash, hash)).for('update').limit(1);
+      if (!row) return { kind: 'invalid' as const };
+      if (row.revokedAt) {
+        if (row.replacedById) {
+          await tx.update(schema.refreshToken).set({ revokedAt: new Date() })
+            .where(and(eq(schema.refreshToken.familyId, row.familyId), isNull(schema.refreshToken.revokedAt)));
+          await tx.insert(schema.auditLog).values({ action: 'token.reuse', outcome: 'family_revoked', userId: row.userId, ...auditContext(req) });
+          return { kind: 'reused' as const };
+        }
+        return { kind: 'invalid' as const };
+      }
+      if (row.expiresAt.getTime() <= Date.now()) return { kind: 'invalid' as const };
+      const [user] = await tx.select().from(schema.user).where(eq(schema.user.id, row.userId)).limit(1);
+      if (!user || !user.isActive) return { kind: 'invalid' as const };
+      const next = await issueRefreshToken(tx, user.id, row.familyId);
+      await tx.update(schema.refreshToken).set({ revokedAt: new Date(), replacedById: next.id }).where(eq(schema.refreshToken.id, row.id));
+      return { kind: 'ok' as const, user, token: next.token };
+    });
+    if (outcome.kind === 'reused') throw new ApiError(401, 'E_TOKEN_REUSED', 'this refresh token was already used; all sessions of its family are revoked, log in again');
+    if (outcome.kind === 'invalid') throw new ApiError(401, 'E_INVALID_TOKEN', 'refresh token is invalid, expired or revoked');
+    return { accessToken: await accessFor(outcome.user), refreshToken: outcome.token, expiresIn: ACCESS_TOKEN_TTL_SECONDS };
+  });
+
+  app.post('/logout', async (req, reply) => {
+    const body = parse(refreshBody, req.body);
+    const [row] = await db.select({ familyId: schema.refreshToken.familyId, userId: schema.refreshToken.userId })
+      .from(schema.refreshToken).where(eq(schema.refreshToken.tokenHash, sha256(body.refreshToken))).limit(1);
+    if (row) {
+      await db.update(schema.refreshToken).set({ revokedAt: sql`now()` })
+        .where(and(eq(schema.refreshToken.familyId, row.familyId), isNull(schema.refreshToken.revokedAt)));
+      await db.insert(schema.auditLog).values({ action: 'user.logout', outcome: 'success', userId: row.userId, ...auditContext(req) });
+    }
+    // Same answer for unknown tokens: logout reveals nothing.
+    return reply.code(204).send();
+  });
+
+  app.get('/me', async (req) => {
+    const header = req.headers.authorization ?? '';
+    const m = /^Bearer ([A-Za-z0-9_\-.]{1,4096})$/.exec(header);
+    if (!m) throw new ApiError(401, 'E_UNAUTHORIZED', 'send an access token as "Authorization: Bearer <token>"', undefined, { 'www-authenticate': 'Bearer' });
+    let claims;
+    try {
+      claims = await deps.tokens.verifyAccess(m[1]!);
+    } catch {
+      throw new ApiError(401, 'E_INVALID_TOKEN', 'access token is invalid or expired', undefined, { 'www-authenticate': 'Bearer error="invalid_token"' });
+    }
+    const rows = await db.select().from(schema.user)
+      .innerJoin(schema.organization, eq(schema.organization.id, schema.user.organizationId))
+      .where(eq(schema.user.id, claims.sub)).limit(1);
+    const row = rows[0];
+    if (!row || !row.User.isActive) throw new ApiError(401, 'E_INVALID_TOKEN', 'access token is invalid or expired');
+    return { user: publicUser(row.User), organization: publicOrganization(row.Organization) };
+  });
+}

@@ -1,0 +1,88 @@
+// The seed's immediate sync functions, kept by name. They no longer run fire-and-forget after the
+// response: the outbox worker (worker.ts) calls them for a job committed with the registration.
+// The upsert itself is the sync engine's (`syncKeys` from @elara/sync), one implementation shared
+// with the reconcile job: it reads the rows by key from production and applies them to staging in
+// one staging transaction, parents first, only when changed.
+import type pg from 'pg';
+import { syncKeys, type KeySyncResult } from '@elara/sync';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
+
+export interface StagingSyncDeps {
+  prodPool: pg.Pool;
+  stagingPool: pg.Pool;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+export interface RegistrationRef {
+  organizationId: string;
+  userId: string;
+  email: string;
+  organizationName: string;
+}
+
+export async function syncOrganizationToStaging(deps: StagingSyncDeps, org: { id: string; name: string }): Promise<KeySyncResult[]> {
+  const r = await syncKeys(deps.prodPool, deps.stagingPool, [{ table: 'Organization', keys: [{ id: org.id }] }]);
+  deps.logger.info({ organizationId: org.id }, `[DB Sync] ✓ Organization synced to staging: ${org.name}`);
+  return r;
+}
+
+export async function syncUserToStaging(deps: StagingSyncDeps, user: { id: string; email: string }): Promise<KeySyncResult[]> {
+  const r = await syncKeys(deps.prodPool, deps.stagingPool, [{ table: 'User', keys: [{ id: user.id }] }]);
+  deps.logger.info({ userId: user.id }, `[DB Sync] ✓ User synced to staging: ${user.email}`);
+  return r;
+}
+
+/**
+ * Organization first (parent), then user (child) — in ONE staging transaction, so staging never
+ * holds the user without its organization. Throws on failure (the worker retries); counts and logs
+ * every attempt. Never called on the request path.
+ */
+export async function syncRegistrationToStaging(deps: StagingSyncDeps, reg: RegistrationRef): Promise<KeySyncResult[]> {
+  const log = deps.logger.child({ organizationId: reg.organizationId, userId: reg.userId });
+  log.info(`[DB Sync] Starting immediate sync for registration: ${reg.email}`);
+  const end = deps.metrics.immediateSyncDuration.startTimer();
+  try {
+    const results = await syncKeys(deps.prodPool, deps.stagingPool, [
+      { table: 'Organization', keys: [{ id: reg.organizationId }] },
+      { table: 'User', keys: [{ id: reg.userId }] },
+    ]);
+    end();
+    deps.metrics.immediateSyncTotal.inc({ result: 'success' });
+    log.info({ results }, `[DB Sync] ✓ Organization synced to staging: ${reg.organizationName}`);
+    log.info(`[DB Sync] ✓ User synced to staging: ${reg.email}`);
+    log.info(`[DB Sync] ✓ Registration sync completed for: ${reg.email}`);
+    return results;
+  } catch (err) {
+    end();
+    deps.metrics.immediateSyncTotal.inc({ result: 'failure' });
+    log.error({ error: describeError(err) }, `[DB Sync] ✗ Registration sync failed for: ${reg.email} (will retry)`);
+    throw err;
+  }
+}
+
+/** Code, message and cause chain of an error — never `detail`, which can hold row values. */
+export function describeError(err: unknown): { type: string; code?: string; message: string; cause?: unknown } {
+  if (!(err instanceof Error)) return { type: typeof err, message: String(err) };
+  const code = (err as { code?: unknown }).code;
+  return {
+    type: err.name,
+    ...(typeof code === 'string' ? { code } : {}),
+    message: err.message,
+    ...(err.cause !== undefined ? { cause: describeError(err.cause) } : {}),
+  };
+}
+
+const CONNECTIVITY_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH',
+  'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', '57P01', '57P02', '57P03', '53300', '57014']);
+
+/** True when staging could not be reached or answered too slowly (as opposed to a data problem). */
+export function isConnectivityError(err: unknown, depth = 0): boolean {
+  if (!(err instanceof Error) || depth > 5) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && (CONNECTIVITY_CODES.has(code) || code.startsWith('08'))) return true;
+  if (/timeout|timed out|Connection terminated|connect ECONNREFUSED|socket hang up/i.test(err.message)) return true;
+  if (err instanceof AggregateError) return err.errors.some((e) => isConnectivityError(e, depth + 1));
+  return isConnectivityError(err.cause, depth + 1);
+}
