@@ -55,6 +55,8 @@ export async function buildApp(input: AppDepsInput, options: BuildAppOptions = {
     return503OnClosing: true,
   });
   app.decorate('elara', deps);
+  // JSON only: without fastify's default text/plain parser, any other body is a 415.
+  app.removeContentTypeParser('text/plain');
   installErrorHandlers(app);
 
   app.addHook('onResponse', async (req, reply) => {
