@@ -1,5 +1,8 @@
 // Public surface of the sync engine: what the backend and the elara-sync CLI use.
 export { SyncError } from './errors.ts';
 export type { TableRunResult, RunRecord, RunStatus, KeySyncRequest, KeySyncResult } from './types.ts';
-export { syncKeys } from './apply/sync-keys.ts';
-export { readRuns } from './state/runs.ts';
+export { syncKeys, type SyncKeysOptions } from './apply/sync-keys.ts';
+export { runSync, type RunOptions, type RunResult, type ProgressEvent } from './engine/run.ts';
+export { readRuns, readTableStates, type TableState } from './state/runs.ts';
+export { redactUrl } from './engine/connect.ts';
+export type { TableConfig } from './catalog/introspect.ts';

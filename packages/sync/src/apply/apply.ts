@@ -1,0 +1,87 @@
+// The one apply path: every mode (reconcile ranges, immediate keys, later CDC) loads source rows
+// into a temp table in the target's transaction and then runs the same statements from sql/.
+import type pg from 'pg';
+import { createHash } from 'node:crypto';
+import type { SyncedTable } from '../catalog/introspect.ts';
+import {
+  adoptLocalRows, createTempTable, deleteMissing, findConflicts, planCounts, trackingTriggerDdl, upsert, type Scope,
+} from '../sql/statements.ts';
+
+export interface StagedTable {
+  table: SyncedTable;
+  tmp: string;
+  conflicts: string;
+}
+
+/** Creates the per-table temp tables (dropped at commit) that hold source rows and conflicting keys. */
+export async function stageTable(target: pg.ClientBase, t: SyncedTable, index: number): Promise<StagedTable> {
+  const tmp = `_elara_src_${index}`;
+  const conflicts = `_elara_conflicts_${index}`;
+  await target.query(`DROP TABLE IF EXISTS ${tmp}; DROP TABLE IF EXISTS ${conflicts}`);
+  await target.query(createTempTable(t, tmp));
+  await target.query(`CREATE TEMP TABLE ${conflicts} (key text PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP`);
+  return { table: t, tmp, conflicts };
+}
+
+export interface UpsertOutcome {
+  inserted: number;
+  updated: number;
+  conflicts: number;
+  conflictKeys: string[];
+}
+
+/** Conflict detection and the upsert. `adopt` marks target-only rows as local first (a table's first run). */
+export async function applyUpserts(target: pg.ClientBase, s: StagedTable, scope: Scope, opts: { adopt: boolean; dryRun: boolean }): Promise<UpsertOutcome> {
+  if (opts.adopt && !opts.dryRun) {
+    const a = adoptLocalRows(s.table, s.tmp, scope);
+    await target.query(a.text, a.values);
+  }
+  for (const q of findConflicts(s.table, s.tmp, s.conflicts)) await target.query(q.text, q.values);
+  const c = await target.query(`SELECT key FROM ${s.conflicts} ORDER BY key LIMIT 100`);
+  const nConflicts = Number((await target.query(`SELECT count(*) AS n FROM ${s.conflicts}`)).rows[0].n);
+  if (opts.dryRun) return { inserted: 0, updated: 0, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
+  const r = await target.query(upsert(s.table, s.tmp, s.conflicts));
+  return { inserted: r.rows[0].inserted, updated: r.rows[0].updated, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
+}
+
+export async function applyDeletes(target: pg.ClientBase, s: StagedTable, scope: Scope): Promise<number> {
+  const d = deleteMissing(s.table, s.tmp, s.conflicts, scope);
+  const r = await target.query(d.text, d.values);
+  return r.rowCount ?? 0;
+}
+
+export async function countPlanned(target: pg.ClientBase, s: StagedTable, scope: Scope): Promise<{ inserted: number; updated: number; deleted: number }> {
+  const q = planCounts(s.table, s.tmp, s.conflicts, scope);
+  const r = await target.query(q.text, q.values);
+  return r.rows[0];
+}
+
+/** Buckets (under `buckets`) of the conflicting keys, so the run can re-check them next time. */
+export async function conflictBuckets(target: pg.ClientBase, s: StagedTable, buckets: number): Promise<number[]> {
+  const r = await target.query(`SELECT DISTINCT (hashtextextended(key, 0) & ${buckets - 1})::int AS b FROM ${s.conflicts}`);
+  return r.rows.map((x) => x.b);
+}
+
+const tracked = new WeakMap<object, Set<string>>();
+
+/** Installs the write-tracking trigger on a staging table if it is not there yet (cached per connection owner). */
+export async function ensureTracking(target: pg.ClientBase | pg.Pool, t: SyncedTable, cacheKey: object = target): Promise<void> {
+  const seen = tracked.get(cacheKey) ?? new Set<string>();
+  tracked.set(cacheKey, seen);
+  if (seen.has(t.target.qualified)) return;
+  const fnName = `track_${createHash('sha1').update(t.target.qualified).digest('hex').slice(0, 12)}`;
+  const ddl = trackingTriggerDdl(t.target, fnName);
+  // The function body depends on the key columns; a hash of the DDL tells whether it is current.
+  const version = createHash('sha1').update(ddl.join(';')).digest('hex').slice(0, 16);
+  const r = await target.query(
+    `SELECT obj_description(p.oid, 'pg_proc') AS v,
+            (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = $1::regclass AND g.tgname IN ('elara_sync_track', 'elara_sync_track_truncate'))::int AS n
+       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'elara_sync' AND p.proname = $2`,
+    [t.target.qualified, fnName],
+  );
+  if (r.rows[0]?.v !== version || r.rows[0]?.n !== 2) {
+    for (const stmt of ddl) await target.query(stmt);
+    await target.query(`COMMENT ON FUNCTION elara_sync."${fnName}"() IS '${version}'`);
+  }
+  seen.add(t.target.qualified);
+}

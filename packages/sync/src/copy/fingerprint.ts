@@ -1,0 +1,131 @@
+import type pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
+
+/**
+ * Bucket fingerprints of a source table: for each bucket, the row count and a 64-bit xor of a
+ * mix of (key hash, xmin). Computed in one streaming pass over binary COPY of two small columns,
+ * so memory is fixed by the bucket count, not by the table size.
+ */
+export class Fingerprints {
+  readonly buckets: number;
+  /** Per bucket: count, lo, hi (three uint32). */
+  readonly data: Uint32Array;
+
+  constructor(buckets: number, data?: Uint32Array) {
+    this.buckets = buckets;
+    this.data = data ?? new Uint32Array(buckets * 3);
+  }
+
+  static fromBytes(buckets: number, bytes: Buffer | null): Fingerprints | null {
+    if (!bytes || bytes.length !== buckets * 12) return null;
+    const copy = new Uint8Array(bytes.length);
+    copy.set(bytes);
+    return new Fingerprints(buckets, new Uint32Array(copy.buffer));
+  }
+
+  toBytes(): Buffer {
+    return Buffer.from(this.data.buffer, this.data.byteOffset, this.data.byteLength);
+  }
+
+  rows(): number {
+    let n = 0;
+    for (let b = 0; b < this.buckets; b++) n += this.data[b * 3]!;
+    return n;
+  }
+
+  /** Makes a bucket compare unequal next time (used for buckets whose rows were not applied). */
+  poison(bucket: number): void {
+    this.data[bucket * 3] = 0xffffffff;
+  }
+
+  /** Buckets that differ from another fingerprint set of the same size, as a bitmap, and their count. */
+  diff(other: Fingerprints): { bitmap: Uint8Array; dirty: number; rows: number } {
+    const bitmap = new Uint8Array(Math.ceil(this.buckets / 8));
+    let dirty = 0;
+    let rows = 0;
+    for (let b = 0; b < this.buckets; b++) {
+      const i = b * 3;
+      if (this.data[i] !== other.data[i] || this.data[i + 1] !== other.data[i + 1] || this.data[i + 2] !== other.data[i + 2]) {
+        bitmap[b >> 3]! |= 1 << (b & 7);
+        dirty++;
+        rows += this.data[i]!;
+      }
+    }
+    return { bitmap, dirty, rows };
+  }
+}
+
+/** Bucket count for a table of n rows: about 4 rows per bucket, a power of two, 256 … 2^20. */
+export function chooseBuckets(rows: number): number {
+  let b = 256;
+  while (b < rows / 4 && b < 1 << 20) b *= 2;
+  return b;
+}
+
+/** Keeps the stored bucket count unless the table grew or shrank by more than 4x (a rebucket means one full compare). */
+export function keepOrChooseBuckets(stored: number | null, rows: number): number {
+  const ideal = chooseBuckets(rows);
+  if (stored && stored >= ideal / 4 && stored <= ideal * 4) return stored;
+  return ideal;
+}
+
+// murmur3's 32-bit finaliser: cheap and mixes every input bit into every output bit.
+function fmix(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/**
+ * Streams `query` (which must select an int8 key hash and an xid) with binary COPY and folds each
+ * row into its bucket. Binary COPY tuple layout: int16 field count, then per field int32 length
+ * and the bytes; the stream starts with an 11-byte signature, int32 flags and an extension area.
+ */
+export async function computeFingerprints(client: pg.ClientBase, query: string, buckets: number): Promise<Fingerprints> {
+  const fp = new Fingerprints(buckets);
+  const data = fp.data;
+  const mask = buckets - 1;
+  const stream = client.query(copyTo(`COPY (${query}) TO STDOUT (FORMAT binary)`));
+  let carry: Buffer | null = null;
+  let headerDone = false;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    let buf: Buffer = carry ? Buffer.concat([carry, chunk]) : chunk;
+    let off = 0;
+    if (!headerDone) {
+      if (buf.length < 19) {
+        carry = buf;
+        continue;
+      }
+      const ext = buf.readUInt32BE(15);
+      if (buf.length < 19 + ext) {
+        carry = buf;
+        continue;
+      }
+      off = 19 + ext;
+      headerDone = true;
+    }
+    // Each tuple: 2 (count) + 4 + 8 (int8) + 4 + 4 (xid) = 22 bytes; the trailer is int16 -1.
+    while (off + 2 <= buf.length) {
+      const n = buf.readInt16BE(off);
+      if (n === -1) {
+        off += 2;
+        break;
+      }
+      if (off + 22 > buf.length) break;
+      const hi = buf.readUInt32BE(off + 6);
+      const lo = buf.readUInt32BE(off + 10);
+      const xmin = buf.readUInt32BE(off + 18);
+      const b = (lo & mask) * 3;
+      data[b] = (data[b]! + 1) >>> 0;
+      data[b + 1] = (data[b + 1]! ^ fmix(lo ^ Math.imul(xmin, 0x9e3779b1))) >>> 0;
+      data[b + 2] = (data[b + 2]! ^ fmix(hi ^ fmix(xmin ^ 0x27d4eb2f))) >>> 0;
+      off += 22;
+    }
+    carry = off < buf.length ? buf.subarray(off) : null;
+    buf = Buffer.alloc(0);
+  }
+  return fp;
+}

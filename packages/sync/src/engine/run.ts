@@ -1,0 +1,300 @@
+import type pg from 'pg';
+import { pipeline } from 'node:stream/promises';
+import { createHash } from 'node:crypto';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { resolveTables, type SyncedTable, type TableConfig } from '../catalog/introspect.ts';
+import { orderTables } from '../plan/table-order.ts';
+import { columnList, fingerprintSelect, sourceSelect, type Scope } from '../sql/statements.ts';
+import { Fingerprints, computeFingerprints, keepOrChooseBuckets } from '../copy/fingerprint.ts';
+import { applyDeletes, applyUpserts, conflictBuckets, countPlanned, ensureTracking, stageTable, type StagedTable } from '../apply/apply.ts';
+import { ensureStateSchema, LOCK_APPLY, LOCK_RUN } from '../state/schema.ts';
+import { finishRun, startRun } from '../state/runs.ts';
+import { connect, guardTarget, identify } from './connect.ts';
+import { SyncError } from '../errors.ts';
+import type { TableRunResult } from '../types.ts';
+
+export interface RunOptions {
+  sourceUrl: string;
+  targetUrl: string;
+  tables: TableConfig[];
+  /** Plan only: compute what would change, write nothing. */
+  dryRun?: boolean;
+  allowProductionTarget?: boolean;
+  /** Called as tables progress (rows copied so far of the rows to copy). */
+  onProgress?: (e: ProgressEvent) => void;
+  /** statement_timeout for the run's statements on both sides, ms (default 30 min). */
+  statementTimeoutMs?: number;
+}
+
+export type ProgressEvent =
+  | { kind: 'order'; tables: string[] }
+  | { kind: 'table-start'; table: string; rowsToCopy: number; scope: 'none' | 'changed' | 'all' }
+  | { kind: 'table-progress'; table: string; rowsCopied: number }
+  | { kind: 'table-done'; table: string; result: TableRunResult };
+
+export interface RunResult {
+  ok: boolean;
+  /** Another run held the lock; nothing was done. */
+  skipped: boolean;
+  runId: number | null;
+  durationMs: number;
+  order: string[];
+  tables: TableRunResult[];
+  error?: SyncError;
+}
+
+interface TableWork {
+  t: SyncedTable;
+  result: TableRunResult;
+  staged: StagedTable | null;
+  scope: Scope;
+  fp: Fingerprints;
+  sig: string;
+  failed: boolean;
+  adopt: boolean;
+  poisoned: number[];
+  started: number;
+}
+
+function toSyncError(e: unknown, table?: string): SyncError {
+  if (e instanceof SyncError) return e;
+  const err = e as Error & { code?: string; constraint?: string; table?: string };
+  const where = table ? ` while syncing table ${table}` : '';
+  if (err.code === '57014') {
+    return new SyncError('E_TIMEOUT', `a statement timed out${where}`, 'raise statementTimeoutMs or look for locks held on the table (pg_locks)', { cause: e, table });
+  }
+  if (err.code === '55P03') {
+    return new SyncError('E_LOCKED', `a lock could not be obtained${where}`, 'another session holds a lock on the table; retry later', { cause: e, table });
+  }
+  if (err.code === '42501') {
+    return new SyncError('E_PERMISSION', `permission denied${where}: ${err.message}`, 'grant the sync role the privileges listed in deploy/kubernetes/sql/roles.sql', { cause: e, table });
+  }
+  // Database messages may quote values in DETAIL; only the message line (no DETAIL) is kept.
+  return new SyncError('E_APPLY', `${err.message}${where}`, 'see docs/errors.md; the run changed nothing in staging and can be re-run', { cause: e, table });
+}
+
+/** One reconcile run: see DESIGN.md. Returns a result; throws only for programming errors. */
+export async function runSync(opts: RunOptions): Promise<RunResult> {
+  const started = Date.now();
+  const dryRun = opts.dryRun ?? false;
+  let source: pg.Client | null = null;
+  let target: pg.Client | null = null;
+  let progressClient: pg.Client | null = null;
+  let runId: number | null = null;
+  const works: TableWork[] = [];
+  let order: string[] = [];
+  try {
+    source = await connect(opts.sourceUrl, 'source', 'elara-sync-reader');
+    target = await connect(opts.targetUrl, 'target', 'elara-sync-writer');
+    const [sid, tid] = await Promise.all([identify(source), identify(target)]);
+    guardTarget(sid, tid, opts);
+    const cheapCompare = sid.hashProbe === tid.hashProbe;
+    const timeout = opts.statementTimeoutMs ?? 30 * 60_000;
+    await source.query(`SET statement_timeout = ${timeout}; SET idle_in_transaction_session_timeout = ${timeout + 60_000}`);
+    await target.query(`SET statement_timeout = ${timeout}; SET lock_timeout = '60s'`);
+
+    const locked = (await target.query(`SELECT pg_try_advisory_lock(${LOCK_RUN}) AS ok`)).rows[0].ok;
+    if (!locked) return { ok: true, skipped: true, runId: null, durationMs: Date.now() - started, order: [], tables: [] };
+
+    if (!dryRun) {
+      await ensureStateSchema(target);
+      runId = await startRun(target, 'run');
+    }
+    const hasState = dryRun ? (await target.query(`SELECT to_regclass('elara_sync.table_state') IS NOT NULL AS e`)).rows[0].e : true;
+
+    await target.query('BEGIN');
+    await target.query(`SET LOCAL elara_sync.writer = 'on'; SET CONSTRAINTS ALL DEFERRED`);
+    // Wait for immediate syncs in flight, and hold them off until commit, so the snapshot taken
+    // next includes everything they wrote and nothing they write is deleted by this run.
+    if (!dryRun) await target.query(`SELECT pg_advisory_xact_lock(${LOCK_APPLY})`);
+    await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const snapshotAt: Date = (await source.query('SELECT now() AS t')).rows[0].t;
+
+    const tables = await resolveTables(source, target, opts.tables);
+    const ordering = orderTables(tables.map((t) => t.target));
+    const byName = new Map(tables.map((t) => [t.target.qualified, t]));
+    order = ordering.upsertOrder.map((q) => byName.get(q)!.target.display);
+    opts.onProgress?.({ kind: 'order', tables: order });
+
+    if (opts.onProgress && !dryRun) progressClient = await connect(opts.targetUrl, 'target', 'elara-sync-progress');
+    const runCache = {};
+
+    // Phase 1, parents first: find changed buckets, load their source rows, upsert.
+    for (const [i, q] of ordering.upsertOrder.entries()) {
+      const t = byName.get(q)!;
+      const tStart = Date.now();
+      const display = t.target.display;
+      const state = hasState
+        ? (await target.query(
+          `SELECT config_sig, buckets, fingerprints, tracked_since FROM elara_sync.table_state WHERE table_name = $1 ${dryRun ? '' : 'FOR UPDATE'}`,
+          [display])).rows[0]
+        : undefined;
+      const sig = createHash('sha1').update(`${sourceSelect(t, { kind: 'all' })}|${t.target.primaryKey.join(',')}`).digest('hex');
+      const estimate = Number((await source.query(`SELECT greatest(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = $1::regclass`, [q])).rows[0].n);
+      const buckets = keepOrChooseBuckets(state?.buckets ?? null, estimate);
+      const fp = await computeFingerprints(source, fingerprintSelect(t), buckets);
+      if (!dryRun) await ensureTracking(target, t, runCache);
+
+      let scope: Scope = { kind: 'all' };
+      let rowsToCopy = fp.rows();
+      const stored = state && state.config_sig === sig && state.buckets === buckets && cheapCompare
+        ? Fingerprints.fromBytes(buckets, state.fingerprints) : null;
+      if (stored) {
+        const d = fp.diff(stored);
+        const edits = dryRun || !hasState
+          ? await target.query(`SELECT DISTINCT (key_hash & ${buckets - 1})::int AS b FROM elara_sync.edits WHERE table_name = $1`, [display])
+          : await target.query(`WITH d AS (DELETE FROM elara_sync.edits WHERE table_name = $1 RETURNING key_hash) SELECT DISTINCT (key_hash & ${buckets - 1})::int AS b FROM d`, [display]);
+        for (const { b } of edits.rows) {
+          if (!(d.bitmap[b >> 3]! & (1 << (b & 7)))) {
+            d.bitmap[b >> 3]! |= 1 << (b & 7);
+            d.dirty++;
+            d.rows += fp.data[b * 3]!;
+          }
+        }
+        if (d.dirty === 0) {
+          scope = { kind: 'buckets', buckets, bitmap: d.bitmap };
+          rowsToCopy = 0;
+        } else if (d.dirty < buckets / 2) {
+          scope = { kind: 'buckets', buckets, bitmap: d.bitmap };
+          rowsToCopy = d.rows;
+        }
+      } else if (!dryRun && hasState) {
+        await target.query(`DELETE FROM elara_sync.edits WHERE table_name = $1`, [display]);
+      }
+      const work: TableWork = {
+        t, staged: null, scope, fp, sig, failed: false, adopt: !state?.tracked_since, poisoned: [], started: tStart,
+        result: { table: display, sourceRows: fp.rows(), targetRows: 0, inserted: 0, updated: 0, deleted: 0, unchanged: 0, conflicts: 0, durationMs: 0 },
+      };
+      works.push(work);
+      const nothingChanged = stored !== null && scope.kind === 'buckets' && !scope.bitmap.some((x) => x !== 0);
+      opts.onProgress?.({ kind: 'table-start', table: display, rowsToCopy, scope: nothingChanged ? 'none' : scope.kind === 'all' ? 'all' : 'changed' });
+      if (nothingChanged) continue;
+
+      await target.query(`SAVEPOINT t${i}`);
+      try {
+        const targetEmpty = scope.kind === 'all' && !dryRun
+          && (await target.query(`SELECT NOT EXISTS (SELECT 1 FROM ${t.target.qualified}) AS e`)).rows[0].e;
+        const stopPoll = progressClient ? pollCopyProgress(progressClient, target, display, opts.onProgress!) : () => {};
+        try {
+          if (targetEmpty) {
+            // Fast path for an empty table: stream straight into it (still inside the run's transaction).
+            await pipeline(
+              source.query(copyTo(`COPY (${sourceSelect(t, scope)}) TO STDOUT (FORMAT binary)`)),
+              target.query(copyFrom(`COPY ${t.target.qualified} (${columnList(t)}) FROM STDIN (FORMAT binary)`)),
+            );
+            work.result.inserted = work.fp.rows();
+            work.adopt = false;
+          } else {
+            work.staged = await stageTable(target, t, i);
+            await pipeline(
+              source.query(copyTo(`COPY (${sourceSelect(t, scope)}) TO STDOUT (FORMAT binary)`)),
+              target.query(copyFrom(`COPY ${work.staged.tmp} (${columnList(t)}) FROM STDIN (FORMAT binary)`)),
+            );
+          }
+        } finally {
+          stopPoll();
+        }
+        if (work.staged) {
+          await target.query(`ANALYZE ${work.staged.tmp}`);
+          const up = await applyUpserts(target, work.staged, scope, { adopt: work.adopt && scope.kind === 'all', dryRun });
+          if (dryRun) {
+            const c = await countPlanned(target, work.staged, scope);
+            Object.assign(work.result, { inserted: c.inserted, updated: c.updated, deleted: c.deleted });
+          } else {
+            Object.assign(work.result, { inserted: up.inserted, updated: up.updated });
+          }
+          work.result.conflicts = up.conflicts;
+          if (up.conflicts > 0) {
+            work.result.conflictKeys = up.conflictKeys;
+            work.poisoned = await conflictBuckets(target, work.staged, buckets);
+          }
+        }
+        await target.query(`RELEASE SAVEPOINT t${i}`);
+      } catch (e) {
+        if ((e as { code?: string }).code === undefined || /COPY|stream/i.test((e as Error).message)) throw e;
+        await target.query(`ROLLBACK TO SAVEPOINT t${i}`);
+        work.failed = true;
+        work.result.error = toSyncError(e, display).message;
+      }
+    }
+
+    // Phase 2, children first: delete rows that production no longer has.
+    if (!dryRun) {
+      for (const q of ordering.deleteOrder) {
+        const work = works.find((w) => w.t.target.qualified === q)!;
+        if (!work.staged || work.failed) continue;
+        await target.query(`SAVEPOINT d`);
+        try {
+          work.result.deleted = await applyDeletes(target, work.staged, work.scope);
+          await target.query(`RELEASE SAVEPOINT d`);
+        } catch (e) {
+          await target.query(`ROLLBACK TO SAVEPOINT d`);
+          work.failed = true;
+          work.result.error = `${toSyncError(e, work.result.table).message} (rows deleted in production could not be deleted in staging, probably because staging-only rows still reference them)`;
+        }
+      }
+    }
+
+    for (const w of works) {
+      const r = w.result;
+      r.targetRows = Number((await target.query(`SELECT count(*) AS n FROM ${w.t.target.qualified}`)).rows[0].n);
+      r.unchanged = Math.max(0, r.sourceRows - r.inserted - r.updated - r.conflicts);
+      r.durationMs = Date.now() - w.started;
+      if (!dryRun && !w.failed) {
+        for (const b of w.poisoned) w.fp.poison(b);
+        await target.query(
+          `INSERT INTO elara_sync.table_state (table_name, config_sig, buckets, fingerprints, source_rows, target_rows, last_equal_at, last_run_id, tracked_since)
+           VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN $8::timestamptz END, $9, now())
+           ON CONFLICT (table_name) DO UPDATE SET config_sig = EXCLUDED.config_sig, buckets = EXCLUDED.buckets,
+             fingerprints = EXCLUDED.fingerprints, source_rows = EXCLUDED.source_rows, target_rows = EXCLUDED.target_rows,
+             last_equal_at = coalesce(EXCLUDED.last_equal_at, elara_sync.table_state.last_equal_at),
+             last_run_id = EXCLUDED.last_run_id, tracked_since = coalesce(elara_sync.table_state.tracked_since, now())`,
+          [r.table, w.sig, w.fp.buckets, w.fp.toBytes(), r.sourceRows, r.targetRows, r.conflicts === 0, snapshotAt, runId],
+        );
+      }
+      opts.onProgress?.({ kind: 'table-done', table: r.table, result: r });
+    }
+    const results = works.map((w) => w.result);
+    const anyProblem = works.some((w) => w.failed || w.result.conflicts > 0);
+    const status = works.some((w) => w.failed) ? 'error' : anyProblem ? 'conflicts' : 'ok';
+    if (dryRun) {
+      await target.query('ROLLBACK');
+    } else {
+      const errors = works.filter((w) => w.failed).map((w) => w.result.error).join('; ') || null;
+      await finishRun(target, runId!, status, Date.now() - started, results, errors);
+      await target.query('COMMIT');
+    }
+    await source.query('COMMIT');
+    return { ok: !anyProblem, skipped: false, runId, durationMs: Date.now() - started, order, tables: results };
+  } catch (e) {
+    const err = toSyncError(e);
+    if (target) {
+      await target.query('ROLLBACK').catch(() => {});
+      if (runId !== null) {
+        await finishRun(target, runId, 'error', Date.now() - started, works.map((w) => w.result), `${err.code}: ${err.message}`).catch(() => {});
+      }
+    }
+    return { ok: false, skipped: false, runId, durationMs: Date.now() - started, order, tables: works.map((w) => w.result), error: err };
+  } finally {
+    await Promise.all([source?.end().catch(() => {}), target?.end().catch(() => {}), progressClient?.end().catch(() => {})]);
+  }
+}
+
+/** Reports rows copied so far from pg_stat_progress_copy of the writer's backend. */
+function pollCopyProgress(progress: pg.Client, writer: pg.Client, table: string, onProgress: (e: ProgressEvent) => void): () => void {
+  const pid = (writer as unknown as { processID: number }).processID;
+  let stopped = false;
+  const tick = async () => {
+    while (!stopped) {
+      await new Promise((r) => setTimeout(r, 200));
+      if (stopped) break;
+      const r = await progress.query(`SELECT tuples_processed FROM pg_stat_progress_copy WHERE pid = $1`, [pid]).catch(() => null);
+      const n = r?.rows[0]?.tuples_processed;
+      if (n !== undefined && !stopped) onProgress({ kind: 'table-progress', table, rowsCopied: Number(n) });
+    }
+  };
+  void tick();
+  return () => {
+    stopped = true;
+  };
+}

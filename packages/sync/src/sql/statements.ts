@@ -1,0 +1,212 @@
+// Statement builders: pure functions from catalog data to SQL text. No I/O here, so unit tests
+// need no database and `elara-sync plan` can show what a run would do.
+import { quoteIdent, type SyncedTable, type TableInfo } from '../catalog/introspect.ts';
+
+/** Session settings applied on both sides so that key text and hashes are computed identically. */
+export const SESSION_SETTINGS = `SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; SET jit = off`;
+
+/** Text of a row's primary key: the value itself, or a row literal for composite keys. */
+export function keyText(table: TableInfo, alias: string): string {
+  const cols = table.primaryKey.map((c) => `${alias}.${quoteIdent(c)}`);
+  return cols.length === 1 ? `${cols[0]}::text` : `ROW(${cols.join(', ')})::text`;
+}
+
+/** A 64-bit hash of the key text; its low bits choose the row's bucket. */
+export function keyHash(table: TableInfo, alias: string): string {
+  return `hashtextextended(${keyText(table, alias)}, 0)`;
+}
+
+export function bucketExpr(table: TableInfo, alias: string, buckets: number): string {
+  return `(${keyHash(table, alias)} & ${buckets - 1})::int`;
+}
+
+/** A bytea literal for a bucket bitmap, tested in SQL with get_bit(). */
+export function bitmapLiteral(bitmap: Uint8Array): string {
+  return `'\\x${Buffer.from(bitmap).toString('hex')}'::bytea`;
+}
+
+/** Which rows a statement covers: every row, rows in marked buckets, or rows whose keys are in a temp table. */
+export type Scope =
+  | { kind: 'all' }
+  | { kind: 'buckets'; buckets: number; bitmap: Uint8Array }
+  | { kind: 'keys'; keysTable: string };
+
+export function scopePredicate(table: TableInfo, alias: string, scope: Scope): string {
+  switch (scope.kind) {
+    case 'all':
+      return 'true';
+    case 'buckets':
+      return `get_bit(${bitmapLiteral(scope.bitmap)}, ${bucketExpr(table, alias, scope.buckets)}) = 1`;
+    case 'keys': {
+      const pk = table.primaryKey.map(quoteIdent);
+      return `(${pk.map((c) => `${alias}.${c}`).join(', ')}) IN (SELECT ${pk.join(', ')} FROM ${scope.keysTable})`;
+    }
+  }
+}
+
+/**
+ * The source query: every synced column as its transform expression cast to the target's type
+ * (so binary COPY matches the target exactly), restricted to the row filter and the scope.
+ */
+export function sourceSelect(t: SyncedTable, scope: Scope): string {
+  const cols = t.columns.map((c) => `(${t.expressions.get(c.name)})::${c.type} AS ${quoteIdent(c.name)}`);
+  const where = [t.where ? `(${t.where})` : null, scope.kind === 'all' ? null : scopePredicate(t.target, 's', scope)].filter(Boolean);
+  return `SELECT ${cols.join(', ')} FROM ${t.target.qualified} s${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`;
+}
+
+/** Per-row (key hash, xmin) on the source: xmin changes with every write, so it versions the row. */
+export function fingerprintSelect(t: SyncedTable): string {
+  return `SELECT ${keyHash(t.target, 's')}, s.xmin FROM ${t.target.qualified} s${t.where ? ` WHERE (${t.where})` : ''}`;
+}
+
+export function columnList(t: SyncedTable): string {
+  return t.columns.map((c) => quoteIdent(c.name)).join(', ');
+}
+
+export function createTempTable(t: SyncedTable, name: string): string {
+  return `CREATE TEMP TABLE ${name} ON COMMIT DROP AS SELECT ${columnList(t)} FROM ${t.target.qualified} WITH NO DATA`;
+}
+
+const NO_EQUALITY = /^(json|xml|point|line|lseg|box|path|polygon|circle)(\[\])?$/;
+function comparable(type: string, expr: string): string {
+  return NO_EQUALITY.test(type) ? `${expr}::text` : expr;
+}
+
+function pkJoin(table: TableInfo, a: string, b: string): string {
+  return table.primaryKey.map((c) => `${a}.${quoteIdent(c)} = ${b}.${quoteIdent(c)}`).join(' AND ');
+}
+
+export const LOCAL_ROWS = 'elara_sync.local_rows';
+
+/** Marks target rows not present at the source as local (first run on a table: we cannot know their origin). */
+export function adoptLocalRows(t: SyncedTable, tmp: string, scope: Scope): { text: string; values: unknown[] } {
+  const k = keyText(t.target, 't');
+  return {
+    text: `INSERT INTO ${LOCAL_ROWS} (table_name, key)
+      SELECT $1, ${k} FROM ${t.target.qualified} t
+      WHERE ${scopePredicate(t.target, 't', scope)} AND NOT EXISTS (SELECT 1 FROM ${tmp} s WHERE ${pkJoin(t.target, 's', 't')})
+      ON CONFLICT DO NOTHING`,
+    values: [t.target.display],
+  };
+}
+
+/**
+ * Source rows that would overwrite or collide with a local (QA) row: the same key, or the same
+ * value of a unique constraint. They are moved to the conflicts table and not applied.
+ */
+export function findConflicts(t: SyncedTable, tmp: string, conflicts: string): Array<{ text: string; values: unknown[] }> {
+  const ks = keyText(t.target, 's');
+  const out = [{
+    text: `INSERT INTO ${conflicts} (key, reason)
+      SELECT ${ks}, 'key' FROM ${tmp} s JOIN ${LOCAL_ROWS} l ON l.table_name = $1 AND l.key = ${ks}
+      ON CONFLICT DO NOTHING`,
+    values: [t.target.display] as unknown[],
+  }];
+  for (const u of t.target.uniques) {
+    if (!u.every((c) => t.columns.some((col) => col.name === c))) continue;
+    const eq = u.map((c) => `t.${quoteIdent(c)} = s.${quoteIdent(c)}`).join(' AND ');
+    out.push({
+      text: `INSERT INTO ${conflicts} (key, reason)
+        SELECT ${ks}, 'unique (' || $2 || ')' FROM ${tmp} s JOIN ${t.target.qualified} t ON ${eq} AND NOT (${pkJoin(t.target, 's', 't')})
+        WHERE EXISTS (SELECT 1 FROM ${LOCAL_ROWS} l WHERE l.table_name = $1 AND l.key = ${keyText(t.target, 't')})
+        ON CONFLICT DO NOTHING`,
+      values: [t.target.display, u.join(', ')],
+    });
+  }
+  return out;
+}
+
+/**
+ * One statement inserts new rows and updates changed ones (FKs are checked at the end of the
+ * statement, so self-references within the batch are fine); rows equal to the target are not
+ * written at all. Returns inserted and updated counts.
+ */
+export function upsert(t: SyncedTable, tmp: string, conflicts: string): string {
+  const cols = columnList(t);
+  const pk = t.target.primaryKey.map(quoteIdent).join(', ');
+  const nonKey = t.columns.filter((c) => !t.target.primaryKey.includes(c.name));
+  const skip = `NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${keyText(t.target, 's')})`;
+  let onConflict = 'DO NOTHING';
+  if (nonKey.length > 0) {
+    const set = nonKey.map((c) => `${quoteIdent(c.name)} = EXCLUDED.${quoteIdent(c.name)}`).join(', ');
+    const lhs = nonKey.map((c) => comparable(c.type, `t.${quoteIdent(c.name)}`)).join(', ');
+    const rhs = nonKey.map((c) => comparable(c.type, `EXCLUDED.${quoteIdent(c.name)}`)).join(', ');
+    onConflict = `DO UPDATE SET ${set} WHERE ROW(${lhs}) IS DISTINCT FROM ROW(${rhs})`;
+  }
+  return `WITH u AS (
+      INSERT INTO ${t.target.qualified} AS t (${cols})
+      SELECT ${cols} FROM ${tmp} s WHERE ${skip}
+      ON CONFLICT (${pk}) ${onConflict}
+      RETURNING (xmax = 0) AS ins)
+    SELECT count(*) FILTER (WHERE ins)::int AS inserted, count(*) FILTER (WHERE NOT ins)::int AS updated FROM u`;
+}
+
+/** Deletes target rows in scope that the source no longer has, unless they are local or in conflict. */
+export function deleteMissing(t: SyncedTable, tmp: string, conflicts: string, scope: Scope): { text: string; values: unknown[] } {
+  const k = keyText(t.target, 't');
+  return {
+    text: `DELETE FROM ${t.target.qualified} t
+      WHERE ${scopePredicate(t.target, 't', scope)}
+        AND NOT EXISTS (SELECT 1 FROM ${tmp} s WHERE ${pkJoin(t.target, 's', 't')})
+        AND NOT EXISTS (SELECT 1 FROM ${LOCAL_ROWS} l WHERE l.table_name = $1 AND l.key = ${k})
+        AND NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${k})`,
+    values: [t.target.display],
+  };
+}
+
+/** Counts for a dry run: what upsert and deleteMissing would do, without writing. */
+export function planCounts(t: SyncedTable, tmp: string, conflicts: string, scope: Scope): { text: string; values: unknown[] } {
+  const nonKey = t.columns.filter((c) => !t.target.primaryKey.includes(c.name));
+  const differs = nonKey.length === 0 ? 'false'
+    : `ROW(${nonKey.map((c) => comparable(c.type, `t.${quoteIdent(c.name)}`)).join(', ')}) IS DISTINCT FROM ROW(${nonKey.map((c) => comparable(c.type, `s.${quoteIdent(c.name)}`)).join(', ')})`;
+  const del = deleteMissing(t, tmp, conflicts, scope);
+  const ks = keyText(t.target, 's');
+  return {
+    text: `SELECT
+      (SELECT count(*) FROM ${tmp} s WHERE NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${ks})
+         AND NOT EXISTS (SELECT 1 FROM ${t.target.qualified} t WHERE ${pkJoin(t.target, 's', 't')}))::int AS inserted,
+      (SELECT count(*) FROM ${tmp} s JOIN ${t.target.qualified} t ON ${pkJoin(t.target, 's', 't')}
+         WHERE NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${ks}) AND ${differs})::int AS updated,
+      (SELECT count(*) FROM (${del.text.replace(/^DELETE FROM/, 'SELECT 1 FROM')}) d)::int AS deleted`,
+    values: del.values,
+  };
+}
+
+/**
+ * DDL for the trigger that records writes made to a staging table by anyone but the engine:
+ * inserts become local rows (kept, never overwritten), and every write marks the row's bucket
+ * for re-comparison on the next run. The engine's own sessions set elara_sync.writer = 'on'.
+ */
+export function trackingTriggerDdl(t: TableInfo, fnName: string): string[] {
+  const fn = `elara_sync.${quoteIdent(fnName)}`;
+  const newKey = keyText(t, 'NEW');
+  const oldKey = keyText(t, 'OLD');
+  const lit = `'${t.display.replace(/'/g, "''")}'`;
+  return [
+    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    DELETE FROM elara_sync.local_rows WHERE table_name = ${lit};
+    UPDATE elara_sync.table_state SET config_sig = 'truncated' WHERE table_name = ${lit};
+    RETURN NULL;
+  END IF;
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO elara_sync.local_rows (table_name, key) VALUES (${lit}, ${newKey}) ON CONFLICT DO NOTHING;
+  END IF;
+  IF TG_OP = 'DELETE' THEN
+    DELETE FROM elara_sync.local_rows WHERE table_name = ${lit} AND key = ${oldKey};
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    INSERT INTO elara_sync.edits (table_name, key_hash) VALUES (${lit}, hashtextextended(${newKey}, 0));
+  END IF;
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    INSERT INTO elara_sync.edits (table_name, key_hash) VALUES (${lit}, hashtextextended(${oldKey}, 0));
+  END IF;
+  RETURN NULL;
+END $fn$`,
+    `CREATE OR REPLACE TRIGGER elara_sync_track AFTER INSERT OR UPDATE OR DELETE ON ${t.qualified}
+       FOR EACH ROW WHEN (current_setting('elara_sync.writer', true) IS DISTINCT FROM 'on') EXECUTE FUNCTION ${fn}()`,
+    `CREATE OR REPLACE TRIGGER elara_sync_track_truncate AFTER TRUNCATE ON ${t.qualified}
+       FOR EACH STATEMENT WHEN (current_setting('elara_sync.writer', true) IS DISTINCT FROM 'on') EXECUTE FUNCTION ${fn}()`,
+  ];
+}

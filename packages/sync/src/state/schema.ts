@@ -1,0 +1,70 @@
+import type pg from 'pg';
+
+// The engine's own schema on the target. Created on first use; every statement is idempotent and
+// serialised by an advisory lock so two processes starting at once do not race on CREATE.
+export const STATE_SCHEMA_VERSION = 1;
+const LOCK_DDL = 0x656c6172; // "elar"
+/** Session-level lock held for a whole reconcile run: one run at a time per staging database. */
+export const LOCK_RUN = 0x656c6131;
+/** Held exclusively by a run while it applies, shared by immediate (keys) syncs: they wait for the run. */
+export const LOCK_APPLY = 0x656c6132;
+
+const DDL = `
+CREATE SCHEMA IF NOT EXISTS elara_sync;
+CREATE TABLE IF NOT EXISTS elara_sync.meta (version int NOT NULL);
+CREATE TABLE IF NOT EXISTS elara_sync.runs (
+  id bigserial PRIMARY KEY,
+  started_at timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz,
+  status text NOT NULL CHECK (status IN ('running', 'ok', 'conflicts', 'error')),
+  mode text NOT NULL DEFAULT 'run',
+  duration_ms integer,
+  error text,
+  tables jsonb NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS runs_started_at ON elara_sync.runs (started_at DESC);
+CREATE TABLE IF NOT EXISTS elara_sync.table_state (
+  table_name text PRIMARY KEY,
+  config_sig text NOT NULL,
+  buckets integer NOT NULL,
+  fingerprints bytea,
+  source_rows bigint,
+  target_rows bigint,
+  last_equal_at timestamptz,
+  last_run_id bigint,
+  tracked_since timestamptz
+);
+CREATE TABLE IF NOT EXISTS elara_sync.local_rows (
+  table_name text NOT NULL,
+  key text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (table_name, key)
+);
+CREATE TABLE IF NOT EXISTS elara_sync.edits (
+  table_name text NOT NULL,
+  key_hash bigint NOT NULL,
+  at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS edits_table ON elara_sync.edits (table_name);
+`;
+
+const ensured = new WeakSet<object>();
+
+/** Creates the elara_sync schema on the target if needed (cached per pool or client). */
+export async function ensureStateSchema(target: pg.Pool | pg.ClientBase): Promise<void> {
+  if (ensured.has(target)) return;
+  const exists = await target.query(`SELECT 1 FROM elara_sync.meta WHERE version >= $1`, [STATE_SCHEMA_VERSION]).then(
+    (r) => r.rowCount! > 0,
+    () => false,
+  );
+  if (!exists) {
+    // One simple-protocol query, so it runs on one connection even when target is a pool.
+    await target.query(`BEGIN; SELECT pg_advisory_xact_lock(${LOCK_DDL}); ${DDL}
+      INSERT INTO elara_sync.meta (version) SELECT ${STATE_SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM elara_sync.meta); COMMIT;`)
+      .catch(async (e) => {
+        await target.query('ROLLBACK').catch(() => {});
+        throw e;
+      });
+  }
+  ensured.add(target);
+}
