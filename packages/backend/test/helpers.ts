@@ -72,3 +72,41 @@ export function registration(overrides: Record<string, unknown> = {}) {
 }
 
 export const json = { 'content-type': 'application/json' };
+
+/**
+ * A TCP proxy on 127.0.0.1 in front of PostgreSQL that can be switched off (the port is closed and
+ * live connections are cut: ECONNREFUSED for new ones) and on again on the same port.
+ */
+export async function startProxy(targetPort: number, targetHost = '127.0.0.1') {
+  const net = await import('node:net');
+  const sockets = new Set<import('node:net').Socket>();
+  let server: import('node:net').Server | null = null;
+  let port = 0;
+  const listen = () => new Promise<void>((resolve, reject) => {
+    server = net.createServer((client) => {
+      const upstream = net.connect(targetPort, targetHost);
+      for (const s of [client, upstream]) { sockets.add(s); s.on('close', () => sockets.delete(s)); s.on('error', () => {}); }
+      client.pipe(upstream).pipe(client);
+      const end = () => { client.destroy(); upstream.destroy(); };
+      client.on('close', end); upstream.on('close', end);
+    });
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => { port = (server!.address() as { port: number }).port; resolve(); });
+  });
+  await listen();
+  return {
+    get port() { return port; },
+    url(database: string) { return `postgresql://postgres@127.0.0.1:${port}/${database}`; },
+    async stop() {
+      const s = server;
+      server = null;
+      for (const sock of sockets) sock.destroy();
+      if (s) await new Promise<void>((r) => s.close(() => r()));
+    },
+    async start() { if (!server) await listen(); },
+  };
+}
+
+export function dbName(url: string): string {
+  return new URL(url).pathname.slice(1);
+}

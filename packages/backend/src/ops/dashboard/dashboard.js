@@ -1,0 +1,288 @@
+// The /sync page: polls GET /api/v2/sync/status every 5 s and renders it. Plain JS, no build step,
+// no library. Everything from the server is written with textContent/attributes, never innerHTML.
+// The pure helpers are exported so node:test can check them without a browser.
+
+export const POLL_MS = 5000;
+export const FETCH_TIMEOUT_MS = 4000;
+const AMBER_LAG_SECONDS = 3600;
+const TOKEN_KEY = 'elara.opsToken';
+
+/**
+ * green: staging equal or behind by less than two intervals; amber: behind (seconds or rows) for
+ * less than an hour; red: behind an hour or more, or the last run errored, or staging unreachable.
+ */
+export function computeState(table, status) {
+  const interval = Number(status?.intervalSeconds) > 0 ? Number(status.intervalSeconds) : 300;
+  const staging = status?.staging ?? {};
+  if (staging.configured === false || staging.reachable === false) return 'red';
+  const lastRun = (status?.runs ?? []).find((r) => r.mode === 'run' && r.status !== 'running');
+  if (lastRun?.status === 'error') return 'red';
+  const lagSeconds = Number(table?.lagSeconds ?? 0);
+  const lagRows = Number(table?.lagRows ?? 0);
+  if (lagSeconds >= AMBER_LAG_SECONDS) return 'red';
+  if (lagSeconds >= 2 * interval || lagRows > 0) return 'amber';
+  return 'green';
+}
+
+/** The server's state when it sent a valid one (it also drives the metrics), else ours. */
+export function tileState(table, status) {
+  return ['green', 'amber', 'red'].includes(table?.state) ? table.state : computeState(table, status);
+}
+
+export function formatSeconds(s) {
+  if (s === null || s === undefined || !Number.isFinite(Number(s))) return '–';
+  const n = Math.max(0, Number(s));
+  if (n < 1) return `${Math.round(n * 1000)} ms`;
+  if (n < 90) return `${n < 10 ? n.toFixed(1) : Math.round(n)} s`;
+  if (n < 5400) return `${Math.round(n / 60)} min`;
+  if (n < 172800) return `${(n / 3600).toFixed(1)} h`;
+  return `${Math.round(n / 86400)} d`;
+}
+
+export function formatTime(iso) {
+  if (!iso) return '–';
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? '–' : d.toLocaleString();
+}
+
+/** a***@example.com: enough to match a support ticket, not a list of users on a screen. */
+export function maskEmail(email) {
+  if (typeof email !== 'string' || !email.includes('@')) return '';
+  const [local, domain] = email.split('@');
+  return `${(local ?? '').slice(0, 1)}***@${domain}`;
+}
+
+export function rowsChanged(run) {
+  return (run?.tables ?? []).reduce((sum, t) => sum + (Number(t.inserted) || 0) + (Number(t.updated) || 0) + (Number(t.deleted) || 0), 0);
+}
+
+/**
+ * Points for the chart, oldest first: rows changed by each reconcile run, and the lag when it
+ * started (seconds since the previous successful run finished; null before the first success).
+ */
+export function chartModel(runs, limit = 30) {
+  const ordered = [...(runs ?? [])]
+    .filter((r) => r && r.mode !== 'keys' && r.startedAt)
+    .sort((a, b) => Date.parse(a.startedAt) - Date.parse(b.startedAt))
+    .slice(-limit);
+  let lastOk = null;
+  return ordered.map((r) => {
+    const started = Date.parse(r.startedAt);
+    const lag = lastOk === null ? null : Math.max(0, (started - lastOk) / 1000);
+    if ((r.status === 'ok' || r.status === 'conflicts') && r.finishedAt) lastOk = Date.parse(r.finishedAt);
+    return { id: r.id, startedAt: r.startedAt, status: r.status, rows: rowsChanged(r), lag };
+  });
+}
+
+/** Failures to list, newest first: failed runs, per-table errors, immediate-sync failures. */
+export function failureList(status, limit = 20) {
+  const out = [];
+  for (const r of status?.runs ?? []) {
+    if (r.status === 'error') out.push({ at: r.finishedAt ?? r.startedAt, where: `run #${r.id}`, message: r.error ?? 'failed' });
+    for (const t of r.tables ?? []) {
+      if (t.error) out.push({ at: r.finishedAt ?? r.startedAt, where: `run #${r.id} · ${t.table}`, message: t.error });
+      else if (t.conflicts > 0) out.push({ at: r.finishedAt ?? r.startedAt, where: `run #${r.id} · ${t.table}`, message: `${t.conflicts} conflicts with rows created in staging` });
+    }
+  }
+  for (const f of status?.immediate?.recentFailures ?? []) {
+    const who = maskEmail(f.email);
+    out.push({ at: f.at, where: `immediate${who ? ` · ${who}` : ''}${f.attempts ? ` · attempt ${f.attempts}` : ''}`, message: f.message ?? 'failed' });
+  }
+  return out.sort((a, b) => (Date.parse(b.at) || 0) - (Date.parse(a.at) || 0)).slice(0, limit);
+}
+
+/** The banner: what an operator should know first. */
+export function summary(status) {
+  const staging = status?.staging ?? {};
+  if (staging.configured === false) return { level: 'error', text: 'staging is not configured (STAGING_DATABASE_URL)' };
+  if (staging.reachable === false) return { level: 'error', text: `staging unreachable${staging.error ? `: ${staging.error}` : ''}` };
+  const states = (status?.tables ?? []).map((t) => tileState(t, status));
+  const lastRun = (status?.runs ?? []).find((r) => r.mode === 'run' && r.status !== 'running');
+  if (lastRun?.status === 'error') return { level: 'error', text: `last reconcile #${lastRun.id} failed${lastRun.error ? `: ${lastRun.error}` : ''}` };
+  if (states.includes('red')) return { level: 'error', text: 'staging is far behind production' };
+  if (states.includes('amber') || lastRun?.status === 'conflicts') return { level: 'warn', text: lastRun?.status === 'conflicts' ? 'last reconcile finished with conflicts' : 'staging is behind production' };
+  if (states.length === 0) return { level: 'warn', text: 'no tables reported' };
+  return { level: 'ok', text: 'staging is current' };
+}
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+/** An SVG element (bars = rows changed, line = lag) drawn by hand; `doc` is the DOM document. */
+export function renderChart(doc, points, { width = 720, height = 220 } = {}) {
+  const pad = { left: 48, right: 48, top: 12, bottom: 28 };
+  const svg = doc.createElementNS(SVG_NS, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', 'rows changed and lag per run');
+  svg.setAttribute('data-points', String(points.length));
+  const el = (name, attrs, text) => {
+    const e = doc.createElementNS(SVG_NS, name);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+    if (text !== undefined) e.textContent = text;
+    svg.appendChild(e);
+    return e;
+  };
+  const plotW = width - pad.left - pad.right;
+  const plotH = height - pad.top - pad.bottom;
+  el('line', { class: 'axis', x1: pad.left, y1: pad.top + plotH, x2: pad.left + plotW, y2: pad.top + plotH });
+  if (points.length === 0) {
+    el('text', { x: width / 2, y: height / 2, 'text-anchor': 'middle', 'data-testid': 'chart-empty' }, 'no runs yet');
+    return svg;
+  }
+  const maxRows = Math.max(1, ...points.map((p) => p.rows));
+  const maxLag = Math.max(1, ...points.map((p) => p.lag ?? 0));
+  const step = plotW / points.length;
+  const barW = Math.max(2, step * 0.6);
+  const y = (v, max) => pad.top + plotH - (v / max) * plotH;
+  points.forEach((p, i) => {
+    const x = pad.left + i * step + (step - barW) / 2;
+    const bar = el('rect', { class: 'bar', x: x.toFixed(1), y: y(p.rows, maxRows).toFixed(1), width: barW.toFixed(1), height: Math.max(0, pad.top + plotH - y(p.rows, maxRows)).toFixed(1), 'data-testid': `chart-bar-${p.id}` });
+    const title = doc.createElementNS(SVG_NS, 'title');
+    title.textContent = `run #${p.id} (${p.status}): ${p.rows} rows changed, lag ${formatSeconds(p.lag)}`;
+    bar.appendChild(title);
+  });
+  const lagPts = points.map((p, i) => (p.lag === null ? null : [pad.left + i * step + step / 2, y(p.lag, maxLag)])).filter(Boolean);
+  if (lagPts.length > 1) el('polyline', { class: 'lag', points: lagPts.map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`).join(' ') });
+  for (const [a, b] of lagPts) el('circle', { class: 'lag-point', cx: a.toFixed(1), cy: b.toFixed(1), r: 2.5 });
+  el('text', { x: pad.left - 6, y: pad.top + 10, 'text-anchor': 'end' }, String(maxRows));
+  el('text', { x: pad.left - 6, y: pad.top + plotH, 'text-anchor': 'end' }, '0');
+  el('text', { x: pad.left + plotW + 6, y: pad.top + 10 }, formatSeconds(maxLag));
+  el('text', { x: pad.left, y: height - 8 }, `#${points[0].id}`);
+  el('text', { x: pad.left + plotW, y: height - 8, 'text-anchor': 'end' }, `#${points[points.length - 1].id}`);
+  return svg;
+}
+
+// ---------------------------------------------------------------- browser only below
+
+function readToken(win) {
+  const url = new URL(win.location.href);
+  const fromUrl = url.searchParams.get('token');
+  if (fromUrl) {
+    // Keep it for this tab only and take it out of the address bar (history, screenshots, Referer).
+    try { win.sessionStorage.setItem(TOKEN_KEY, fromUrl); } catch { /* storage disabled */ }
+    url.searchParams.delete('token');
+    win.history.replaceState(null, '', url.toString());
+    return fromUrl;
+  }
+  try { return win.sessionStorage.getItem(TOKEN_KEY); } catch { return null; }
+}
+
+export async function fetchStatus(fetchImpl, token, timeoutMs = FETCH_TIMEOUT_MS) {
+  const ctrl = new AbortController();
+  const timer = setTimeout(() => ctrl.abort(), timeoutMs);
+  try {
+    const res = await fetchImpl('/api/v2/sync/status', {
+      headers: { Accept: 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      cache: 'no-store',
+      signal: ctrl.signal,
+    });
+    if (res.status === 401 || res.status === 403) throw new Error(`not authorised (HTTP ${res.status}): open the page with ?token=<operations token> or sign in as an admin`);
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const body = await res.json();
+    if (!body || typeof body !== 'object' || !Array.isArray(body.tables)) throw new Error('unexpected response');
+    return body;
+  } catch (err) {
+    throw new Error(err?.name === 'AbortError' ? 'timed out' : (err?.message ?? String(err)));
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function render(doc, status) {
+  const $ = (id) => doc.getElementById(id);
+  const text = (id, value) => { const e = $(id); if (e) e.textContent = value; };
+  const make = (tag, attrs = {}, content) => {
+    const e = doc.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+    if (content !== undefined) e.textContent = content;
+    return e;
+  };
+
+  const s = summary(status);
+  const banner = $('banner');
+  banner.className = `banner banner-${s.level}`;
+  banner.dataset.level = s.level;
+  banner.textContent = s.text;
+
+  const staging = status.staging ?? {};
+  const stagingEl = $('staging-state');
+  stagingEl.dataset.reachable = String(staging.reachable === true);
+  stagingEl.textContent = staging.configured === false ? 'staging: not configured' : staging.reachable ? 'staging: reachable' : 'staging: unreachable';
+  text('interval', formatSeconds(status.intervalSeconds));
+  text('generated-at', formatTime(status.generatedAt));
+
+  const tiles = status.tables.map((t) => {
+    const state = tileState(t, status);
+    const tile = make('article', { class: `tile tile-${state}`, 'data-testid': `table-tile-${t.table}`, 'data-state': state, 'data-table': t.table });
+    const h = make('h3');
+    h.append(make('span', {}, t.table), make('span', { class: 'state', 'data-testid': `table-state-${t.table}` }, state));
+    tile.append(h,
+      make('p', { 'data-testid': `table-rows-${t.table}` }, `production ${t.productionRows ?? '?'} · staging ${t.stagingRows ?? '?'}`),
+      make('p', { 'data-testid': `table-lag-${t.table}` }, `lag ${formatSeconds(t.lagSeconds)} · ${t.lagRows ?? 0} rows`),
+      make('p', {}, `last equal ${formatTime(t.lastEqualAt)}`));
+    return tile;
+  });
+  $('tiles').replaceChildren(...(tiles.length > 0 ? tiles : [make('p', { class: 'empty' }, 'no tables reported')]));
+
+  $('chart').replaceChildren(renderChart(doc, chartModel(status.runs)));
+
+  const im = status.immediate ?? {};
+  text('immediate-enabled', im.enabled === false ? 'disabled' : 'enabled');
+  text('immediate-successes', String(im.successes ?? 0));
+  text('immediate-failures', String(im.failures ?? 0));
+  text('immediate-backlog', String(im.backlog ?? 0));
+  text('immediate-oldest', formatSeconds(im.oldestAgeSeconds ?? 0));
+
+  const failures = failureList(status).map((f, i) => {
+    const tr = make('tr', { 'data-testid': 'failure-row', 'data-index': i });
+    tr.append(make('td', {}, formatTime(f.at)), make('td', {}, f.where), make('td', { class: 'message' }, f.message));
+    return tr;
+  });
+  $('failures').replaceChildren(...(failures.length > 0 ? failures : [emptyRow(make, 3, 'no failures')]));
+
+  const runs = (status.runs ?? []).slice(0, 15).map((r) => {
+    const sum = (k) => (r.tables ?? []).reduce((n, t) => n + (Number(t[k]) || 0), 0);
+    const tr = make('tr', { 'data-testid': `run-row-${r.id}`, 'data-status': r.status });
+    tr.append(make('td', {}, String(r.id)), make('td', {}, formatTime(r.startedAt)),
+      make('td', { class: `status-${r.status}` }, r.status), make('td', {}, r.mode ?? ''),
+      make('td', { class: 'num' }, r.durationMs === null || r.durationMs === undefined ? '–' : formatSeconds(r.durationMs / 1000)),
+      ...['inserted', 'updated', 'deleted', 'conflicts'].map((k) => make('td', { class: 'num' }, String(sum(k)))));
+    return tr;
+  });
+  $('runs').replaceChildren(...(runs.length > 0 ? runs : [emptyRow(make, 9, 'no runs yet')]));
+}
+
+function emptyRow(make, span, message) {
+  const tr = make('tr');
+  tr.append(make('td', { colspan: span, class: 'empty' }, message));
+  return tr;
+}
+
+function renderUnavailable(doc, message) {
+  const banner = doc.getElementById('banner');
+  banner.className = 'banner banner-unavailable';
+  banner.dataset.level = 'unavailable';
+  banner.textContent = `status unavailable: ${message} (retrying every ${POLL_MS / 1000} s)`;
+}
+
+export function start(win = globalThis.window) {
+  const doc = win.document;
+  const token = readToken(win);
+  let timer = null;
+  const tick = async () => {
+    try {
+      render(doc, await fetchStatus(win.fetch.bind(win), token));
+    } catch (err) {
+      renderUnavailable(doc, err?.message ?? String(err));
+    } finally {
+      // setTimeout after each attempt, not setInterval: a slow server never gets overlapping polls.
+      timer = win.setTimeout(tick, POLL_MS);
+    }
+  };
+  tick();
+  return () => win.clearTimeout(timer);
+}
+
+if (typeof window !== 'undefined' && typeof document !== 'undefined' && document.getElementById('banner')) {
+  start(window);
+}

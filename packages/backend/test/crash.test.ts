@@ -1,0 +1,75 @@
+// SIGKILL right after the production commit, repeatedly: the outbox job was committed with the
+// registration, so after a restart every committed registration still reaches staging (lost = 0).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createDatabases, registration, sql, waitFor, FAST_ENV, type Databases } from './helpers.ts';
+
+const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
+const KILLS = Number(process.env.CRASH_KILLS ?? 20);
+
+interface Child { url: string; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>; kill(): void; output(): string }
+
+function startChild(env: Record<string, string>): Promise<Child> {
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN], {
+    env: { ...process.env, ...FAST_ENV, LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  return new Promise((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      const m = /"url":"(http:\/\/[^"]+)"/.exec(out);
+      if (m) resolve({ url: m[1]!, exited, kill: () => child.kill('SIGKILL'), output: () => out });
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    exited.then(({ code, signal }) => reject(new Error(`server exited before listening (code ${code}, signal ${signal}):\n${out}`)));
+  });
+}
+
+let dbs: Databases;
+before(async () => { dbs = await createDatabases('backend_crash'); });
+after(async () => { await dbs?.drop(); });
+
+test(`SIGKILL after the production commit ${KILLS} times → every committed registration reaches staging`, async () => {
+  const env = {
+    DATABASE_URL: dbs.prod.url,
+    STAGING_DATABASE_URL: dbs.staging.url,
+    SYNC_STALE_LOCK_SECONDS: '1',
+  };
+  const emails: string[] = [];
+  for (let i = 0; i < KILLS; i++) {
+    const child = await startChild({ ...env, ELARA_FAILPOINT: 'after_prod_commit' });
+    const body = registration();
+    emails.push(body.email);
+    const res = await fetch(`${child.url}/api/v2/auth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+      .then((r) => r.status, () => 'no response');
+    assert.equal(res, 'no response', 'the failpoint kills the process before it answers');
+    const { signal } = await child.exited;
+    assert.equal(signal, 'SIGKILL');
+  }
+  const committed = (await sql(dbs.prod.url, 'SELECT id FROM "User" WHERE email = ANY($1::text[])', [emails])).rows.map((r) => r.id as string);
+  assert.equal(committed.length, KILLS, 'each killed request had committed');
+  const lostBeforeRestart = KILLS - (await sql(dbs.staging.url, 'SELECT count(*)::int AS n FROM "User" WHERE id = ANY($1::uuid[])', [committed])).rows[0].n;
+
+  const child = await startChild(env);
+  try {
+    let lost = KILLS;
+    await waitFor(async () => {
+      const n = (await sql(dbs.staging.url, 'SELECT count(*)::int AS n FROM "User" WHERE id = ANY($1::uuid[])', [committed])).rows[0].n;
+      lost = committed.length - n;
+      return lost === 0;
+    }, 30_000, 50).catch(() => {});
+    process.stderr.write(`# crash test: kills=${KILLS} committed=${committed.length} missing-before-restart=${lostBeforeRestart} lost=${lost}\n`);
+    assert.equal(lost, 0);
+    const orgsMissing = (await sql(dbs.prod.url, `SELECT array_agg("organizationId") AS ids FROM "User" WHERE id = ANY($1::uuid[])`, [committed])).rows[0].ids;
+    const n = (await sql(dbs.staging.url, 'SELECT count(*)::int AS n FROM "Organization" WHERE id = ANY($1::uuid[])', [orgsMissing])).rows[0].n;
+    assert.equal(n, KILLS);
+  } finally {
+    child.kill();
+    await child.exited;
+  }
+});
