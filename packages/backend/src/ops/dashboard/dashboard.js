@@ -1,5 +1,5 @@
 // The /sync page: polls GET /api/v2/sync/status every 5 s and renders it. Plain JS, no build step,
-// no library. Everything from the server is written with textContent/attributes, never innerHTML.
+// no library. Everything from the server is written with textContent/attributes, never parsed as markup.
 // The pure helpers are exported so node:test can check them without a browser.
 
 export const POLL_MS = 5000;
@@ -11,12 +11,18 @@ const TOKEN_KEY = 'elara.opsToken';
  * green: staging equal or behind by less than two intervals; amber: behind (seconds or rows) for
  * less than an hour; red: behind an hour or more, or the last run errored, or staging unreachable.
  */
+/** The newest reconcile run that has finished (runs may come in any order). */
+export function latestFinishedRun(status) {
+  return [...(status?.runs ?? [])]
+    .filter((r) => r && r.mode !== 'keys' && r.status !== 'running')
+    .sort((a, b) => (Date.parse(b.startedAt) || 0) - (Date.parse(a.startedAt) || 0) || (b.id ?? 0) - (a.id ?? 0))[0];
+}
+
 export function computeState(table, status) {
   const interval = Number(status?.intervalSeconds) > 0 ? Number(status.intervalSeconds) : 300;
   const staging = status?.staging ?? {};
   if (staging.configured === false || staging.reachable === false) return 'red';
-  const lastRun = (status?.runs ?? []).find((r) => r.mode === 'run' && r.status !== 'running');
-  if (lastRun?.status === 'error') return 'red';
+  if (latestFinishedRun(status)?.status === 'error') return 'red';
   const lagSeconds = Number(table?.lagSeconds ?? 0);
   const lagRows = Number(table?.lagRows ?? 0);
   if (lagSeconds >= AMBER_LAG_SECONDS) return 'red';
@@ -97,7 +103,7 @@ export function summary(status) {
   if (staging.configured === false) return { level: 'error', text: 'staging is not configured (STAGING_DATABASE_URL)' };
   if (staging.reachable === false) return { level: 'error', text: `staging unreachable${staging.error ? `: ${staging.error}` : ''}` };
   const states = (status?.tables ?? []).map((t) => tileState(t, status));
-  const lastRun = (status?.runs ?? []).find((r) => r.mode === 'run' && r.status !== 'running');
+  const lastRun = latestFinishedRun(status);
   if (lastRun?.status === 'error') return { level: 'error', text: `last reconcile #${lastRun.id} failed${lastRun.error ? `: ${lastRun.error}` : ''}` };
   if (states.includes('red')) return { level: 'error', text: 'staging is far behind production' };
   if (states.includes('amber') || lastRun?.status === 'conflicts') return { level: 'warn', text: lastRun?.status === 'conflicts' ? 'last reconcile finished with conflicts' : 'staging is behind production' };

@@ -1,0 +1,118 @@
+// The /sync page's pure helpers and its static files, without a browser (the browser test that
+// loads the page against a running backend comes with the route).
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+
+const dir = new URL('../src/ops/dashboard/', import.meta.url);
+// A plain .js module with no types: imported by URL so TypeScript treats it as `any`.
+const d = await import(new URL('dashboard.js', dir).href);
+
+const now = Date.parse('2025-10-15T12:00:00Z');
+const iso = (secondsAgo: number) => new Date(now - secondsAgo * 1000).toISOString();
+const run = (id: number, startedAgo: number, status: string, changed = 0, extra: Record<string, unknown> = {}) => ({
+  id, startedAt: iso(startedAgo), finishedAt: status === 'running' ? null : iso(startedAgo - 2), status, mode: 'run', durationMs: 2000, error: null,
+  tables: [{ table: 'User', sourceRows: 7, targetRows: 7, inserted: changed, updated: 0, deleted: 0, unchanged: 7, conflicts: 0, durationMs: 5 }],
+  ...extra,
+});
+const status = (over: Record<string, unknown> = {}) => ({
+  generatedAt: iso(0), intervalSeconds: 300,
+  staging: { configured: true, reachable: true, error: null },
+  tables: [{ table: 'User', productionRows: 7, stagingRows: 7, lagRows: 0, lagSeconds: 12, lastEqualAt: iso(12) }],
+  runs: [run(2, 60, 'ok', 3), run(1, 360, 'ok', 7)],
+  immediate: { enabled: true, successes: 3, failures: 0, backlog: 0, oldestAgeSeconds: 0, recentFailures: [] },
+  ...over,
+});
+
+describe('tile state', () => {
+  test('green within two intervals, amber behind, red after an hour, an errored run or staging down', () => {
+    const t = (lagSeconds: number, lagRows = 0) => ({ table: 'User', lagSeconds, lagRows });
+    assert.equal(d.computeState(t(12), status()), 'green');
+    assert.equal(d.computeState(t(599), status()), 'green');
+    assert.equal(d.computeState(t(600), status()), 'amber');
+    assert.equal(d.computeState(t(30, 2), status()), 'amber');
+    assert.equal(d.computeState(t(3600), status()), 'red');
+    assert.equal(d.computeState(t(0), status({ staging: { configured: true, reachable: false, error: 'ECONNREFUSED' } })), 'red');
+    assert.equal(d.computeState(t(0), status({ runs: [run(3, 10, 'error', 0, { error: 'E_CONNECT_TARGET' }), run(2, 60, 'ok')] })), 'red');
+    assert.equal(d.computeState(t(0), status({ runs: [run(3, 10, 'running'), run(2, 60, 'ok')] })), 'green');
+  });
+
+  test("the server's state wins when valid", () => {
+    assert.equal(d.tileState({ table: 'User', lagSeconds: 0, state: 'amber' }, status()), 'amber');
+    assert.equal(d.tileState({ table: 'User', lagSeconds: 0, state: 'purple' }, status()), 'green');
+  });
+});
+
+describe('chart, failures, banner', () => {
+  test('chart points oldest first, rows changed summed, lag since the previous success', () => {
+    const pts = d.chartModel([run(3, 10, 'ok', 1), run(1, 610, 'ok', 5), run(2, 310, 'error', 0)]);
+    assert.deepEqual(pts.map((p: any) => [p.id, p.rows, p.lag]), [[1, 5, null], [2, 0, 298], [3, 1, 598]]);
+  });
+
+  test('failures newest first with emails masked', () => {
+    const s = status({
+      runs: [run(2, 60, 'error', 0, { error: 'E_CONNECT_TARGET: staging refused' }), run(1, 400, 'ok')],
+      immediate: { enabled: true, successes: 1, failures: 1, backlog: 1, oldestAgeSeconds: 30,
+        recentFailures: [{ at: iso(30), message: 'connect ECONNREFUSED', attempts: 2, email: 'alice@example.com' }] },
+    });
+    const f = d.failureList(s);
+    assert.deepEqual(f.map((x: any) => x.where), ['immediate · a***@example.com · attempt 2', 'run #2']);
+    assert.ok(!JSON.stringify(f).includes('alice@'));
+    assert.equal(d.summary(s).level, 'error');
+    assert.match(d.summary(s).text, /E_CONNECT_TARGET/);
+    assert.deepEqual(d.summary(status()), { level: 'ok', text: 'staging is current' });
+  });
+
+  test('renderChart draws one bar per run into an SVG, and a message when empty', () => {
+    const doc = fakeDocument();
+    const svg = d.renderChart(doc, d.chartModel(status().runs));
+    assert.equal(svg.tag, 'svg');
+    assert.equal(svg.attrs['data-points'], '2');
+    assert.equal(svg.children.filter((c: any) => c.tag === 'rect').length, 2);
+    const empty = d.renderChart(doc, []);
+    assert.ok(empty.children.some((c: any) => c.attrs['data-testid'] === 'chart-empty'));
+  });
+
+  test('formatSeconds', () => {
+    assert.deepEqual([0.25, 12.5, 59, 600, 7200, 200000, null].map(d.formatSeconds), ['250 ms', '13 s', '59 s', '10 min', '2.0 h', '2 d', '–']);
+  });
+});
+
+describe('fetchStatus', () => {
+  test('sends the token as a Bearer header and rejects errors with a message', async () => {
+    let seen: any;
+    const ok = async (url: string, init: any) => { seen = { url, init }; return new Response(JSON.stringify(status()), { status: 200 }); };
+    const body = await d.fetchStatus(ok, 'tok123');
+    assert.equal(seen.url, '/api/v2/sync/status');
+    assert.equal(seen.init.headers.Authorization, 'Bearer tok123');
+    assert.equal(body.tables.length, 1);
+    await assert.rejects(d.fetchStatus(async () => new Response('', { status: 401 }), null), /not authorised/);
+    await assert.rejects(d.fetchStatus(async () => new Response('<html>', { status: 200 }), null), /JSON|unexpected/i);
+    await assert.rejects(d.fetchStatus(async () => { throw new TypeError('fetch failed'); }, null), /fetch failed/);
+    const hang = (_u: string, init: any) => new Promise<Response>((_, reject) => init.signal.addEventListener('abort', () => reject(Object.assign(new Error('aborted'), { name: 'AbortError' }))));
+    await assert.rejects(d.fetchStatus(hang, null, 20), /timed out/);
+  });
+});
+
+describe('static files', () => {
+  test('no external resources, and every id the script uses exists in the page', () => {
+    const html = readFileSync(new URL('index.html', dir), 'utf8');
+    const js = readFileSync(new URL('dashboard.js', dir), 'utf8');
+    assert.doesNotMatch(html + js, /(src|href)=["']?(https?:)?\/\//i);
+    assert.doesNotMatch(js, /innerHTML|outerHTML|insertAdjacentHTML|eval\(/);
+    const ids = new Set([...html.matchAll(/\bid="([^"]+)"/g)].map((m) => m[1]));
+    const used = [...js.matchAll(/(?:getElementById|\$|text)\('([a-z-]+)'/g)].map((m) => m[1]);
+    assert.ok(used.length >= 10);
+    for (const id of used) assert.ok(ids.has(id), `index.html lacks id="${id}"`);
+    for (const f of ['dashboard.js', 'dashboard.css']) assert.match(html, new RegExp(`/sync/${f.replace('.', '\\.')}`));
+  });
+});
+
+function fakeDocument() {
+  const node = (tag: string): any => ({
+    tag, attrs: {} as Record<string, string>, children: [] as any[], textContent: '',
+    setAttribute(k: string, v: string) { this.attrs[k] = v; },
+    appendChild(c: any) { this.children.push(c); return c; },
+  });
+  return { createElementNS: (_ns: string, tag: string) => node(tag), createElement: node };
+}
