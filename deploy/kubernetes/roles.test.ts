@@ -170,6 +170,24 @@ describe('staging writer', () => {
     await sql(staging.url, `DROP TRIGGER elara_sync_track_local ON public."User"`);
   });
 
+  // The engine creates its state schema on first use. Marked todo (runs, does not fail the suite)
+  // until the engine skips `CREATE SCHEMA IF NOT EXISTS` when elara_sync exists: PostgreSQL checks
+  // CREATE on the database before IF NOT EXISTS, and the writer deliberately lacks that privilege.
+  test('the engine can create its state tables as the writer on a fresh staging', { todo: 'engine: skip CREATE SCHEMA when elara_sync exists' }, async () => {
+    const fresh = await createTestDatabase('roles_fresh');
+    dbs.push(fresh);
+    await sql(fresh.url, SCHEMA);
+    applyOk(fresh.url, 'staging-roles.sql', { password: PASSWORD, writer_role: WRITER });
+    const { ensureStateSchema } = await import('../../packages/sync/src/state/schema.ts');
+    const c = new pg.Client({ connectionString: as(fresh.url, WRITER) });
+    await c.connect();
+    try {
+      await ensureStateSchema(c);
+    } finally {
+      await c.end();
+    }
+  });
+
   test('cannot create in public, alter or truncate the synced tables, or touch other tables', async () => {
     assert.equal(await attempt(staging.url, WRITER, `CREATE TABLE public.sneaky (id int)`), '42501');
     assert.equal(await attempt(staging.url, WRITER, `ALTER TABLE "User" ADD COLUMN x int`), '42501');
