@@ -80,12 +80,14 @@ describe('immediate staging sync', () => {
       ids.push(res.json().user.id);
     }
     latencies.sort((a, b) => a - b);
-    assert.ok(latencies[latencies.length - 1]! < 500, `registration took ${latencies.at(-1)} ms with staging down`);
+    process.stderr.write(`# latencies with staging down (ms): ${latencies.map((l) => l.toFixed(0)).join(" ")}\n`);
+    // Never waits for staging (whose connect timeout here is 1 s); generous bounds for a busy 2-core CI box.
+    assert.ok(latencies[Math.floor(latencies.length / 2)]! < 250, `median registration took ${latencies[5]} ms with staging down`);
+    assert.ok(latencies[latencies.length - 1]! < 1000, `registration took ${latencies.at(-1)} ms with staging down`);
     await waitFor(async () => (await metricValue(server, 'elara_immediate_sync_total{result="failure"}')) >= failuresBefore + 10, 5000);
     assert.ok(await metricValue(server, 'elara_outbox_backlog_jobs') >= 10);
     const inStaging = (await sql(dbs.staging.url, 'SELECT count(*)::int AS n FROM "User" WHERE id = ANY($1::uuid[])', [ids])).rows[0].n;
     assert.equal(inStaging, 0);
-    assert.ok(!server.logs.text().includes('ECONNREFUSED') || true);
     // Staging comes back: the probe notices and the backlog drains without any reconcile.
     await new Promise((r) => setTimeout(r, 1500));
     await proxy.start();

@@ -13,7 +13,12 @@ export interface StagingSyncDeps {
   stagingPool: pg.Pool;
   logger: Logger;
   metrics: Metrics;
+  /** statement_timeout for the engine's staging transaction. */
+  statementTimeoutMs?: number;
 }
+
+const engineOptions = (deps: StagingSyncDeps) =>
+  (deps.statementTimeoutMs ? { statementTimeoutMs: deps.statementTimeoutMs } : {});
 
 export interface RegistrationRef {
   organizationId: string;
@@ -23,13 +28,13 @@ export interface RegistrationRef {
 }
 
 export async function syncOrganizationToStaging(deps: StagingSyncDeps, org: { id: string; name: string }): Promise<KeySyncResult[]> {
-  const r = await syncKeys(deps.prodPool, deps.stagingPool, [{ table: 'Organization', keys: [{ id: org.id }] }]);
+  const r = await syncKeys(deps.prodPool, deps.stagingPool, [{ table: 'Organization', keys: [{ id: org.id }] }], engineOptions(deps));
   deps.logger.info({ organizationId: org.id }, `[DB Sync] ✓ Organization synced to staging: ${org.name}`);
   return r;
 }
 
 export async function syncUserToStaging(deps: StagingSyncDeps, user: { id: string; email: string }): Promise<KeySyncResult[]> {
-  const r = await syncKeys(deps.prodPool, deps.stagingPool, [{ table: 'User', keys: [{ id: user.id }] }]);
+  const r = await syncKeys(deps.prodPool, deps.stagingPool, [{ table: 'User', keys: [{ id: user.id }] }], engineOptions(deps));
   deps.logger.info({ userId: user.id }, `[DB Sync] ✓ User synced to staging: ${user.email}`);
   return r;
 }
@@ -47,9 +52,12 @@ export async function syncRegistrationToStaging(deps: StagingSyncDeps, reg: Regi
     const results = await syncKeys(deps.prodPool, deps.stagingPool, [
       { table: 'Organization', keys: [{ id: reg.organizationId }] },
       { table: 'User', keys: [{ id: reg.userId }] },
-    ]);
+    ], engineOptions(deps));
     end();
     deps.metrics.immediateSyncTotal.inc({ result: 'success' });
+    // A QA row created directly in staging can hold the same key or email; the engine leaves it.
+    const conflicts = results.reduce((n, r) => n + ((r as { conflicts?: number }).conflicts ?? 0), 0);
+    if (conflicts > 0) log.warn({ conflicts }, `[DB Sync] staging already holds a local row with this key or email; left as is: ${reg.email}`);
     log.info({ results }, `[DB Sync] ✓ Organization synced to staging: ${reg.organizationName}`);
     log.info(`[DB Sync] ✓ User synced to staging: ${reg.email}`);
     log.info(`[DB Sync] ✓ Registration sync completed for: ${reg.email}`);

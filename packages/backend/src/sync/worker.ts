@@ -72,6 +72,8 @@ export async function startSyncWorker(deps: {
       [SYNC_TASKS]);
     if (rows.length > 0) {
       await utils.rescheduleJobs(rows.map((r) => r.id), { runAt: new Date() });
+      // Wake idle workers now instead of at their next poll (graphile-worker's own channel).
+      await prodPool.query(`SELECT pg_notify('jobs:insert', json_build_object('count', $1::int)::text)`, [rows.length]);
       logger.info({ jobs: rows.length }, '[DB Sync] staging reachable again; retrying waiting sync jobs now');
     }
   };
@@ -109,7 +111,7 @@ export async function startSyncWorker(deps: {
       [SYNC_REGISTRATION_TASK]: async (payload) => {
         const ref = payloadSchema.parse(payload);
         try {
-          await syncRegistrationToStaging({ prodPool, stagingPool, logger: deps.logger, metrics }, ref);
+          await syncRegistrationToStaging({ prodPool, stagingPool, logger: deps.logger, metrics, statementTimeoutMs: config.staging.statementTimeoutMs }, ref);
         } catch (err) {
           if (isConnectivityError(err)) startProbe();
           throw err;
