@@ -4,23 +4,25 @@ import type pg from 'pg';
 import { createHash } from 'node:crypto';
 import type { SyncedTable } from '../catalog/introspect.ts';
 import {
-  adoptLocalRows, createTempTable, deleteMissing, findConflicts, planCounts, trackingTriggerDdl, upsert, type Scope,
+  adoptLocalRows, createTempTable, LOCAL_ROWS, deleteMissing, findConflicts, planCounts, trackingTriggerDdl, upsert, keyHash, keyText, type Scope,
 } from '../sql/statements.ts';
 
 export interface StagedTable {
   table: SyncedTable;
   tmp: string;
   conflicts: string;
+  /** Table of local (QA) rows: elara_sync.local_rows, or an empty temp stand-in for a dry run. */
+  localRows: string;
 }
 
 /** Creates the per-table temp tables (dropped at commit) that hold source rows and conflicting keys. */
-export async function stageTable(target: pg.ClientBase, t: SyncedTable, index: number): Promise<StagedTable> {
+export async function stageTable(target: pg.ClientBase, t: SyncedTable, index: number, localRows = LOCAL_ROWS): Promise<StagedTable> {
   const tmp = `_elara_src_${index}`;
   const conflicts = `_elara_conflicts_${index}`;
   await target.query(`DROP TABLE IF EXISTS ${tmp}; DROP TABLE IF EXISTS ${conflicts}`);
   await target.query(createTempTable(t, tmp));
   await target.query(`CREATE TEMP TABLE ${conflicts} (key text PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP`);
-  return { table: t, tmp, conflicts };
+  return { table: t, tmp, conflicts, localRows };
 }
 
 export interface UpsertOutcome {
@@ -33,10 +35,10 @@ export interface UpsertOutcome {
 /** Conflict detection and the upsert. `adopt` marks target-only rows as local first (a table's first run). */
 export async function applyUpserts(target: pg.ClientBase, s: StagedTable, scope: Scope, opts: { adopt: boolean; dryRun: boolean }): Promise<UpsertOutcome> {
   if (opts.adopt && !opts.dryRun) {
-    const a = adoptLocalRows(s.table, s.tmp, scope);
+    const a = adoptLocalRows(s.table, s.tmp, scope, s.localRows);
     await target.query(a.text, a.values);
   }
-  for (const q of findConflicts(s.table, s.tmp, s.conflicts)) await target.query(q.text, q.values);
+  for (const q of findConflicts(s.table, s.tmp, s.conflicts, s.localRows)) await target.query(q.text, q.values);
   const c = await target.query(`SELECT key FROM ${s.conflicts} ORDER BY key LIMIT 100`);
   const nConflicts = Number((await target.query(`SELECT count(*) AS n FROM ${s.conflicts}`)).rows[0].n);
   if (opts.dryRun) return { inserted: 0, updated: 0, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
@@ -45,20 +47,20 @@ export async function applyUpserts(target: pg.ClientBase, s: StagedTable, scope:
 }
 
 export async function applyDeletes(target: pg.ClientBase, s: StagedTable, scope: Scope): Promise<number> {
-  const d = deleteMissing(s.table, s.tmp, s.conflicts, scope);
+  const d = deleteMissing(s.table, s.tmp, s.conflicts, scope, s.localRows);
   const r = await target.query(d.text, d.values);
   return r.rowCount ?? 0;
 }
 
 export async function countPlanned(target: pg.ClientBase, s: StagedTable, scope: Scope): Promise<{ inserted: number; updated: number; deleted: number }> {
-  const q = planCounts(s.table, s.tmp, s.conflicts, scope);
+  const q = planCounts(s.table, s.tmp, s.conflicts, scope, s.localRows);
   const r = await target.query(q.text, q.values);
   return r.rows[0];
 }
 
 /** Buckets (under `buckets`) of the conflicting keys, so the run can re-check them next time. */
 export async function conflictBuckets(target: pg.ClientBase, s: StagedTable, buckets: number): Promise<number[]> {
-  const r = await target.query(`SELECT DISTINCT (hashtextextended(key, 0) & ${buckets - 1})::int AS b FROM ${s.conflicts}`);
+  const r = await target.query(`SELECT DISTINCT (${keyHash(s.table.target, 's')} & ${buckets - 1})::int AS b FROM ${s.tmp} s JOIN ${s.conflicts} c ON c.key = ${keyText(s.table.target, 's')}`);
   return r.rows.map((x) => x.b);
 }
 

@@ -160,6 +160,11 @@ export async function resolveTables(
     }
     const srcCols = new Map(s.columns.map((c) => [c.name, c]));
     const dstCols = new Map(d.columns.map((c) => [c.name, c]));
+    const typeDiff = d.primaryKey.filter((k) => srcCols.get(k)?.type !== dstCols.get(k)?.type);
+    if (typeDiff.length) {
+      problems.push(`table ${d.display}: primary-key column ${typeDiff.join(', ')} has type ${typeDiff.map((k) => srcCols.get(k)?.type).join(', ')} in production but ${typeDiff.map((k) => dstCols.get(k)?.type).join(', ')} in staging`);
+      continue;
+    }
     for (const c of s.columns) if (!dstCols.has(c.name) && !c.generated) problems.push(`column ${d.display}.${c.name} exists in production but not in staging: migrate staging`);
     for (const c of d.columns) if (!srcCols.has(c.name) && !c.generated && !(cfg.transforms && c.name in cfg.transforms)) problems.push(`column ${d.display}.${c.name} exists in staging but not in production: migrate production or drop the column in staging`);
     for (const name of Object.keys(cfg.transforms ?? {})) if (!dstCols.has(name)) problems.push(`transform for ${d.display}.${name}: no such column in staging`);

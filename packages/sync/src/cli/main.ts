@@ -1,4 +1,269 @@
-export async function main(_argv: string[]): Promise<number> {
-  console.error('elara-sync: not built yet');
+// elara-sync: turns flags into options and calls the library (the CLI is a client of it).
+import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
+import { loadConfig, parseDuration, type SyncConfig } from '../config.ts';
+import { runSync, type RunResult, type ProgressEvent } from '../engine/run.ts';
+import { verifySync } from '../verify/verify.ts';
+import { readRuns, readTableStates } from '../state/runs.ts';
+import { connect, redactUrl } from '../engine/connect.ts';
+import { runDoctor, formatDoctorReport } from '../doctor/index.ts';
+import { SyncError } from '../errors.ts';
+import type { TableConfig } from '../catalog/introspect.ts';
+
+const USAGE = `elara-sync: keeps a staging PostgreSQL database in step with production
+
+Usage: elara-sync <command> [options]
+
+Commands:
+  run       reconcile the configured tables (inserts, updates, deletes), FK order, one transaction
+  plan      dry run: table order and what run would insert, update and delete; writes nothing
+  verify    compare every row; exit 0 when staging equals production, 1 when not
+  status    the last runs recorded in staging
+  doctor    troubleshooting checks, one line each with a fix hint
+
+Options:
+  --from URL          production (source); default DATABASE_URL
+  --to URL            staging (target); default STAGING_DATABASE_URL
+  --tables A,B        tables to sync (default: elara-sync.yml, else Organization,User)
+  --config FILE       config file (default ./elara-sync.yml when present)
+  --every DURATION    run: repeat every DURATION (e.g. 5m) until stopped
+  --json              machine-readable output on stdout
+  --allow-production-target
+                      run even though the target carries elara.environment = 'production'
+  -h, --help          this text
+
+Exit codes: 0 ok, 1 differences (verify) or conflicts (run), 2 error.`;
+
+interface Io {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  isTTY: boolean;
+  env: NodeJS.ProcessEnv;
+}
+
+const defaultIo = (): Io => ({
+  out: (s) => process.stdout.write(`${s}\n`),
+  err: (s) => process.stderr.write(`${s}\n`),
+  isTTY: Boolean(process.stdout.isTTY),
+  env: process.env,
+});
+
+function plural(table: string): string {
+  const base = table.split('.').pop()!.toLowerCase();
+  return base.endsWith('s') ? base : `${base}s`;
+}
+
+function printError(io: Io, e: unknown, json: boolean): number {
+  const err = e instanceof SyncError ? e : new SyncError('E_INTERNAL', (e as Error).message ?? String(e), 'this is a bug: report it with the command you ran');
+  if (json) io.out(JSON.stringify({ ok: false, error: { code: err.code, message: err.message, hint: err.hint, table: err.table } }));
+  else io.err(`elara-sync: ${err.message}\n  code: ${err.code}\n  what to do: ${err.hint}`);
   return 2;
+}
+
+function resolveUrls(values: { from?: string; to?: string }, env: NodeJS.ProcessEnv, need: { source: boolean; target: boolean }) {
+  const sourceUrl = values.from ?? env.DATABASE_URL;
+  const targetUrl = values.to ?? env.STAGING_DATABASE_URL;
+  const missing = [need.source && !sourceUrl ? '--from (or DATABASE_URL)' : null, need.target && !targetUrl ? '--to (or STAGING_DATABASE_URL)' : null].filter(Boolean);
+  if (missing.length) throw new SyncError('E_CONFIG', `missing ${missing.join(' and ')}`, 'pass the database URLs as flags or environment variables');
+  return { sourceUrl: sourceUrl ?? '', targetUrl: targetUrl ?? '' };
+}
+
+function tablesFrom(values: { tables?: string }, config: SyncConfig): TableConfig[] {
+  if (!values.tables) return config.tables;
+  const names = values.tables.split(',').map((s) => s.trim()).filter(Boolean);
+  if (names.length === 0) throw new SyncError('E_CONFIG', '--tables is empty', 'list tables like --tables Organization,User');
+  // Keep transforms and filters from the config for tables it names.
+  return names.map((n) => config.tables.find((t) => t.name === n) ?? { name: n });
+}
+
+/** Progress bars, one per table, when stdout is a terminal. */
+function progressReporter(io: Io, enabled: boolean): { onProgress?: (e: ProgressEvent) => void; stop: () => void } {
+  if (!enabled) return { stop: () => {} };
+  const multi = new cliProgress.MultiBar({
+    format: ' {table} |{bar}| {value}/{total} rows {note}',
+    hideCursor: true,
+    clearOnComplete: false,
+    stream: process.stderr,
+  }, cliProgress.Presets.shades_classic);
+  const bars = new Map<string, cliProgress.SingleBar>();
+  const width = { n: 12 };
+  return {
+    onProgress: (e) => {
+      if (e.kind === 'order') width.n = Math.max(...e.tables.map((t) => t.length), 5);
+      if (e.kind === 'table-start') {
+        const note = e.scope === 'none' ? '(unchanged)' : e.scope === 'changed' ? '(changed ranges)' : '(full compare)';
+        bars.set(e.table, multi.create(Math.max(e.rowsToCopy, 1), e.scope === 'none' ? Math.max(e.rowsToCopy, 1) : 0, { table: e.table.padEnd(width.n), note }));
+      }
+      if (e.kind === 'table-progress') bars.get(e.table)?.update(e.rowsCopied);
+      if (e.kind === 'table-done') {
+        const b = bars.get(e.table);
+        const r = e.result;
+        b?.update(b.getTotal(), { note: `+${r.inserted} ~${r.updated} -${r.deleted}${r.conflicts ? ` !${r.conflicts} conflicts` : ''}` });
+      }
+    },
+    stop: () => multi.stop(),
+  };
+}
+
+function printRunHuman(io: Io, r: RunResult, dryRun: boolean): void {
+  if (r.skipped) {
+    io.out('Another elara-sync run is in progress on this staging database; nothing to do.');
+    return;
+  }
+  if (r.order.length) io.out(`Order (parents first): ${r.order.join(' → ')}`);
+  for (const t of r.tables) {
+    const verb = dryRun ? 'would insert' : 'inserted';
+    io.out(`${t.table}: ${verb} ${t.inserted}, ${dryRun ? 'update' : 'updated'} ${t.updated}, ${dryRun ? 'delete' : 'deleted'} ${t.deleted}, unchanged ${t.unchanged}${t.conflicts ? `, conflicts ${t.conflicts}` : ''} (${t.durationMs} ms)`);
+    if (t.conflictKeys?.length) io.out(`  conflicting keys (rows created in staging hold them): ${t.conflictKeys.slice(0, 10).join(', ')}${t.conflictKeys.length > 10 ? ', …' : ''}`);
+    if (t.error) io.out(`  error: ${t.error}`);
+  }
+  if (r.error) return;
+  io.out(dryRun ? 'Plan complete: nothing was written.' : r.ok ? 'Sync completed successfully!' : 'Sync completed with conflicts: staging-only rows block some production rows (see above).');
+  for (const t of r.tables) {
+    io.out(`Production ${plural(t.table)}: ${t.sourceRows}`);
+    io.out(`Staging ${plural(t.table)}: ${dryRun ? t.targetRows : t.targetRows}`);
+  }
+}
+
+function runJson(r: RunResult): string {
+  return JSON.stringify({
+    ok: r.ok, skipped: r.skipped, runId: r.runId, durationMs: r.durationMs, order: r.order,
+    tables: r.tables.map(({ conflictKeys, ...t }) => ({ ...t, ...(conflictKeys?.length ? { conflictKeys } : {}) })),
+    ...(r.error ? { error: { code: r.error.code, message: r.error.message, hint: r.error.hint } } : {}),
+  });
+}
+
+async function cmdRun(io: Io, values: Record<string, string | boolean | undefined>, dryRun: boolean): Promise<number> {
+  const json = Boolean(values.json);
+  const config = loadConfig(values.config as string | undefined);
+  const { sourceUrl, targetUrl } = resolveUrls(values as { from?: string; to?: string }, io.env, { source: true, target: true });
+  const tables = tablesFrom(values as { tables?: string }, config);
+  const every = values.every ? parseDuration(values.every as string) : null;
+  if (every !== null && dryRun) throw new SyncError('E_CONFIG', '--every works with run, not plan', 'drop --every');
+  let stopping = false;
+  let wake: (() => void) | null = null;
+  const onSignal = () => {
+    stopping = true;
+    wake?.();
+  };
+  if (every !== null) {
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  }
+  let code = 0;
+  do {
+    const progress = progressReporter(io, io.isTTY && !json);
+    const r = await runSync({
+      sourceUrl, targetUrl, tables, dryRun,
+      allowProductionTarget: Boolean(values['allow-production-target']) || config.allowProductionTarget,
+      statementTimeoutMs: config.statementTimeoutMs,
+      onProgress: progress.onProgress,
+    });
+    progress.stop();
+    if (json) io.out(runJson(r));
+    else printRunHuman(io, r, dryRun);
+    if (r.error) {
+      if (!json) printError(io, r.error, false);
+      code = 2;
+    } else {
+      code = r.ok ? 0 : 1;
+    }
+    if (every === null || stopping) break;
+    await new Promise<void>((res) => {
+      const timer = setTimeout(res, every);
+      wake = () => {
+        clearTimeout(timer);
+        res();
+      };
+    });
+  } while (!stopping);
+  return code;
+}
+
+async function cmdVerify(io: Io, values: Record<string, string | boolean | undefined>): Promise<number> {
+  const config = loadConfig(values.config as string | undefined);
+  const { sourceUrl, targetUrl } = resolveUrls(values as { from?: string; to?: string }, io.env, { source: true, target: true });
+  const r = await verifySync({ sourceUrl, targetUrl, tables: tablesFrom(values as { tables?: string }, config) });
+  if (values.json) io.out(JSON.stringify({ ok: true, ...r }));
+  else {
+    for (const t of r.tables) {
+      io.out(`${t.equal ? 'equal    ' : 'DIFFERENT'} ${t.table}: production ${t.sourceRows}, staging ${t.targetRows}, missing ${t.missing}, extra ${t.extra}, changed ${t.changed}, staging-only (kept) ${t.local}`);
+    }
+    io.out(r.equal ? 'Staging equals production on every synced table.' : 'Staging differs from production: run `elara-sync run` (or see `elara-sync plan`).');
+  }
+  return r.equal ? 0 : 1;
+}
+
+async function cmdStatus(io: Io, values: Record<string, string | boolean | undefined>): Promise<number> {
+  const { targetUrl } = resolveUrls(values as { from?: string; to?: string }, io.env, { source: false, target: true });
+  const client = await connect(targetUrl, 'target', 'elara-sync-status');
+  try {
+    const [runs, states] = await Promise.all([readRuns(client, 10), readTableStates(client)]);
+    if (values.json) {
+      io.out(JSON.stringify({ ok: true, runs, tables: states }));
+      return 0;
+    }
+    if (runs.length === 0) io.out(`No runs recorded in ${redactUrl(targetUrl)} yet: run \`elara-sync run\`.`);
+    for (const t of states) {
+      const lag = t.lastEqualAt ? `${Math.round((Date.now() - t.lastEqualAt.getTime()) / 1000)} s ago` : 'never';
+      io.out(`${t.table}: last equal to production ${lag}; production ${t.sourceRows ?? '?'} rows, staging ${t.targetRows ?? '?'} rows (run ${t.lastRunId ?? '-'})`);
+    }
+    for (const r of runs) {
+      const counts = r.tables.map((t) => `${t.table} +${t.inserted} ~${t.updated} -${t.deleted}${t.conflicts ? ` !${t.conflicts}` : ''}`).join(', ');
+      io.out(`#${r.id} ${r.startedAt.toISOString()} ${r.status.padEnd(9)} ${r.durationMs ?? '-'} ms  ${counts}${r.error ? `  error: ${r.error}` : ''}`);
+    }
+    return 0;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function cmdDoctor(io: Io, values: Record<string, string | boolean | undefined>): Promise<number> {
+  const config = loadConfig(values.config as string | undefined);
+  const r = await runDoctor({
+    sourceUrl: (values.from as string | undefined) ?? io.env.DATABASE_URL,
+    targetUrl: (values.to as string | undefined) ?? io.env.STAGING_DATABASE_URL,
+    intervalSeconds: Math.round(config.intervalMs / 1000),
+    tables: tablesFrom(values as { tables?: string }, config).map((t) => t.name),
+  });
+  io.out(values.json ? JSON.stringify(r) : formatDoctorReport(r));
+  return r.ok ? 0 : 1;
+}
+
+export async function main(argv: string[], io: Io = defaultIo()): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        from: { type: 'string' }, to: { type: 'string' }, tables: { type: 'string' }, config: { type: 'string' },
+        every: { type: 'string' }, json: { type: 'boolean' }, 'allow-production-target': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (e) {
+    io.err(`elara-sync: ${(e as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const command = positionals[0];
+  if (values.help || !command) {
+    (command || values.help ? io.out : io.err)(USAGE);
+    return values.help ? 0 : 2;
+  }
+  try {
+    switch (command) {
+      case 'run': return await cmdRun(io, values, false);
+      case 'plan': return await cmdRun(io, values, true);
+      case 'verify': return await cmdVerify(io, values);
+      case 'status': return await cmdStatus(io, values);
+      case 'doctor': return await cmdDoctor(io, values);
+      default:
+        io.err(`elara-sync: unknown command "${command}"\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (e) {
+    return printError(io, e, Boolean(values.json));
+  }
 }

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { resolveTables, type SyncedTable, type TableConfig } from '../catalog/introspect.ts';
 import { orderTables } from '../plan/table-order.ts';
-import { columnList, fingerprintSelect, sourceSelect, type Scope } from '../sql/statements.ts';
+import { columnList, fingerprintSelect, LOCAL_ROWS, LOCAL_ROWS_DRY, sourceSelect, type Scope } from '../sql/statements.ts';
 import { Fingerprints, computeFingerprints, keepOrChooseBuckets } from '../copy/fingerprint.ts';
 import { applyDeletes, applyUpserts, conflictBuckets, countPlanned, ensureTracking, stageTable, type StagedTable } from '../apply/apply.ts';
 import { ensureStateSchema, LOCK_APPLY, LOCK_RUN } from '../state/schema.ts';
@@ -107,6 +107,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
     // Wait for immediate syncs in flight, and hold them off until commit, so the snapshot taken
     // next includes everything they wrote and nothing they write is deleted by this run.
     if (!dryRun) await target.query(`SELECT pg_advisory_xact_lock(${LOCK_APPLY})`);
+    if (!hasState) await target.query(`CREATE TEMP TABLE _elara_local_rows (table_name text, key text, PRIMARY KEY (table_name, key)) ON COMMIT DROP`);
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const snapshotAt: Date = (await source.query('SELECT now() AS t')).rows[0].t;
 
@@ -185,7 +186,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
             work.result.inserted = work.fp.rows();
             work.adopt = false;
           } else {
-            work.staged = await stageTable(target, t, i);
+            work.staged = await stageTable(target, t, i, hasState ? LOCAL_ROWS : LOCAL_ROWS_DRY);
             await pipeline(
               source.query(copyTo(`COPY (${sourceSelect(t, scope)}) TO STDOUT (FORMAT binary)`)),
               target.query(copyFrom(`COPY ${work.staged.tmp} (${columnList(t)}) FROM STDIN (FORMAT binary)`)),

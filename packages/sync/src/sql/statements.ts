@@ -11,8 +11,23 @@ export function keyText(table: TableInfo, alias: string): string {
   return cols.length === 1 ? `${cols[0]}::text` : `ROW(${cols.join(', ')})::text`;
 }
 
-/** A 64-bit hash of the key text; its low bits choose the row's bucket. */
+// Hash functions PostgreSQL keeps stable across versions (hash partitioning depends on them).
+// A type's own function avoids converting the key to text, which is most of the cost.
+const TYPE_HASH: Record<string, string> = {
+  uuid: 'uuid_hash_extended',
+  integer: 'hashint4extended',
+  bigint: 'hashint8extended',
+  smallint: 'hashint2extended',
+  text: 'hashtextextended',
+};
+
+/** A 64-bit hash of the key; its low bits choose the row's bucket. Same expression on both sides. */
 export function keyHash(table: TableInfo, alias: string): string {
+  if (table.primaryKey.length === 1) {
+    const col = table.columns.find((c) => c.name === table.primaryKey[0]);
+    const fn = col ? TYPE_HASH[col.type] : undefined;
+    if (fn) return `${fn}(${alias}.${quoteIdent(col!.name)}, 0)`;
+  }
   return `hashtextextended(${keyText(table, alias)}, 0)`;
 }
 
@@ -77,12 +92,14 @@ function pkJoin(table: TableInfo, a: string, b: string): string {
 }
 
 export const LOCAL_ROWS = 'elara_sync.local_rows';
+/** Stand-in used by a dry run on a staging database that has no elara_sync schema yet. */
+export const LOCAL_ROWS_DRY = 'pg_temp._elara_local_rows';
 
 /** Marks target rows not present at the source as local (first run on a table: we cannot know their origin). */
-export function adoptLocalRows(t: SyncedTable, tmp: string, scope: Scope): { text: string; values: unknown[] } {
+export function adoptLocalRows(t: SyncedTable, tmp: string, scope: Scope, localRows = LOCAL_ROWS): { text: string; values: unknown[] } {
   const k = keyText(t.target, 't');
   return {
-    text: `INSERT INTO ${LOCAL_ROWS} (table_name, key)
+    text: `INSERT INTO ${localRows} (table_name, key)
       SELECT $1, ${k} FROM ${t.target.qualified} t
       WHERE ${scopePredicate(t.target, 't', scope)} AND NOT EXISTS (SELECT 1 FROM ${tmp} s WHERE ${pkJoin(t.target, 's', 't')})
       ON CONFLICT DO NOTHING`,
@@ -94,11 +111,11 @@ export function adoptLocalRows(t: SyncedTable, tmp: string, scope: Scope): { tex
  * Source rows that would overwrite or collide with a local (QA) row: the same key, or the same
  * value of a unique constraint. They are moved to the conflicts table and not applied.
  */
-export function findConflicts(t: SyncedTable, tmp: string, conflicts: string): Array<{ text: string; values: unknown[] }> {
+export function findConflicts(t: SyncedTable, tmp: string, conflicts: string, localRows = LOCAL_ROWS): Array<{ text: string; values: unknown[] }> {
   const ks = keyText(t.target, 's');
   const out = [{
     text: `INSERT INTO ${conflicts} (key, reason)
-      SELECT ${ks}, 'key' FROM ${tmp} s JOIN ${LOCAL_ROWS} l ON l.table_name = $1 AND l.key = ${ks}
+      SELECT ${ks}, 'key' FROM ${tmp} s JOIN ${localRows} l ON l.table_name = $1 AND l.key = ${ks}
       ON CONFLICT DO NOTHING`,
     values: [t.target.display] as unknown[],
   }];
@@ -108,7 +125,7 @@ export function findConflicts(t: SyncedTable, tmp: string, conflicts: string): A
     out.push({
       text: `INSERT INTO ${conflicts} (key, reason)
         SELECT ${ks}, 'unique (' || $2 || ')' FROM ${tmp} s JOIN ${t.target.qualified} t ON ${eq} AND NOT (${pkJoin(t.target, 's', 't')})
-        WHERE EXISTS (SELECT 1 FROM ${LOCAL_ROWS} l WHERE l.table_name = $1 AND l.key = ${keyText(t.target, 't')})
+        WHERE EXISTS (SELECT 1 FROM ${localRows} l WHERE l.table_name = $1 AND l.key = ${keyText(t.target, 't')})
         ON CONFLICT DO NOTHING`,
       values: [t.target.display, u.join(', ')],
     });
@@ -142,24 +159,24 @@ export function upsert(t: SyncedTable, tmp: string, conflicts: string): string {
 }
 
 /** Deletes target rows in scope that the source no longer has, unless they are local or in conflict. */
-export function deleteMissing(t: SyncedTable, tmp: string, conflicts: string, scope: Scope): { text: string; values: unknown[] } {
+export function deleteMissing(t: SyncedTable, tmp: string, conflicts: string, scope: Scope, localRows = LOCAL_ROWS): { text: string; values: unknown[] } {
   const k = keyText(t.target, 't');
   return {
     text: `DELETE FROM ${t.target.qualified} t
       WHERE ${scopePredicate(t.target, 't', scope)}
         AND NOT EXISTS (SELECT 1 FROM ${tmp} s WHERE ${pkJoin(t.target, 's', 't')})
-        AND NOT EXISTS (SELECT 1 FROM ${LOCAL_ROWS} l WHERE l.table_name = $1 AND l.key = ${k})
+        AND NOT EXISTS (SELECT 1 FROM ${localRows} l WHERE l.table_name = $1 AND l.key = ${k})
         AND NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${k})`,
     values: [t.target.display],
   };
 }
 
 /** Counts for a dry run: what upsert and deleteMissing would do, without writing. */
-export function planCounts(t: SyncedTable, tmp: string, conflicts: string, scope: Scope): { text: string; values: unknown[] } {
+export function planCounts(t: SyncedTable, tmp: string, conflicts: string, scope: Scope, localRows = LOCAL_ROWS): { text: string; values: unknown[] } {
   const nonKey = t.columns.filter((c) => !t.target.primaryKey.includes(c.name));
   const differs = nonKey.length === 0 ? 'false'
     : `ROW(${nonKey.map((c) => comparable(c.type, `t.${quoteIdent(c.name)}`)).join(', ')}) IS DISTINCT FROM ROW(${nonKey.map((c) => comparable(c.type, `s.${quoteIdent(c.name)}`)).join(', ')})`;
-  const del = deleteMissing(t, tmp, conflicts, scope);
+  const del = deleteMissing(t, tmp, conflicts, scope, localRows);
   const ks = keyText(t.target, 's');
   return {
     text: `SELECT
@@ -197,10 +214,10 @@ BEGIN
     DELETE FROM elara_sync.local_rows WHERE table_name = ${lit} AND key = ${oldKey};
   END IF;
   IF TG_OP IN ('INSERT', 'UPDATE') THEN
-    INSERT INTO elara_sync.edits (table_name, key_hash) VALUES (${lit}, hashtextextended(${newKey}, 0));
+    INSERT INTO elara_sync.edits (table_name, key_hash) VALUES (${lit}, ${keyHash(t, 'NEW')});
   END IF;
   IF TG_OP IN ('UPDATE', 'DELETE') THEN
-    INSERT INTO elara_sync.edits (table_name, key_hash) VALUES (${lit}, hashtextextended(${oldKey}, 0));
+    INSERT INTO elara_sync.edits (table_name, key_hash) VALUES (${lit}, ${keyHash(t, 'OLD')});
   END IF;
   RETURN NULL;
 END $fn$`,

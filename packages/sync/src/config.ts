@@ -1,0 +1,75 @@
+// elara-sync.yml: parsed once at the boundary, every bad field named in one message.
+import { readFileSync, existsSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { SyncError } from './errors.ts';
+import type { TableConfig } from './catalog/introspect.ts';
+
+const durationRe = /^(\d+)(ms|s|m|h)$/;
+export function parseDuration(s: string): number {
+  const m = durationRe.exec(s.trim());
+  if (!m) throw new SyncError('E_CONFIG', `"${s}" is not a duration`, 'write it like 30s, 5m or 1h');
+  const n = Number(m[1]);
+  return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+}
+
+const tableSchema = z.union([
+  z.string().min(1),
+  z.object({
+    name: z.string().min(1),
+    transforms: z.record(z.string(), z.string().min(1)).optional(),
+    where: z.string().min(1).optional(),
+  }).strict(),
+]);
+
+const fileSchema = z.object({
+  tables: z.array(tableSchema).min(1),
+  interval: z.string().regex(durationRe, 'a duration like 30s, 5m or 1h').optional(),
+  statementTimeout: z.string().regex(durationRe, 'a duration like 30s, 5m or 1h').optional(),
+  allowProductionTarget: z.boolean().optional(),
+}).strict();
+
+export interface SyncConfig {
+  tables: TableConfig[];
+  intervalMs: number;
+  statementTimeoutMs: number;
+  allowProductionTarget: boolean;
+  /** Where the config came from, for messages. */
+  origin: string;
+}
+
+export const DEFAULT_TABLES = ['Organization', 'User'];
+
+export function defaultConfig(): SyncConfig {
+  return { tables: DEFAULT_TABLES.map((name) => ({ name })), intervalMs: 300_000, statementTimeoutMs: 1_800_000, allowProductionTarget: false, origin: 'defaults' };
+}
+
+export function parseConfig(text: string, origin: string): SyncConfig {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (e) {
+    throw new SyncError('E_CONFIG', `${origin} is not valid YAML: ${(e as Error).message}`, 'fix the file and run again');
+  }
+  const r = fileSchema.safeParse(raw ?? {});
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `  - ${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`);
+    throw new SyncError('E_CONFIG', `${origin} has ${lines.length} problem(s):\n${lines.join('\n')}`, 'see elara-sync.yml in the repository for an example');
+  }
+  const c = r.data;
+  return Object.freeze({
+    tables: c.tables.map((t) => (typeof t === 'string' ? { name: t } : t)),
+    intervalMs: c.interval ? parseDuration(c.interval) : 300_000,
+    statementTimeoutMs: c.statementTimeout ? parseDuration(c.statementTimeout) : 1_800_000,
+    allowProductionTarget: c.allowProductionTarget ?? false,
+    origin,
+  });
+}
+
+/** Reads the config file if given or present in the working directory, else the defaults. */
+export function loadConfig(path?: string): SyncConfig {
+  const p = path ?? (existsSync('elara-sync.yml') ? 'elara-sync.yml' : undefined);
+  if (!p) return defaultConfig();
+  if (!existsSync(p)) throw new SyncError('E_CONFIG', `config file ${p} does not exist`, 'pass an existing file with --config, or omit it to use elara-sync.yml / the defaults');
+  return parseConfig(readFileSync(p, 'utf8'), p);
+}
