@@ -67,7 +67,7 @@ function toSyncError(e: unknown, table?: string): SyncError {
     return new SyncError('E_LOCKED', `a lock could not be obtained${where}`, 'another session holds a lock on the table; retry later', { cause: e, table });
   }
   if (err.code === '42501') {
-    return new SyncError('E_PERMISSION', `permission denied${where}: ${err.message}`, 'grant the sync role the privileges listed in deploy/kubernetes/sql/roles.sql', { cause: e, table });
+    return new SyncError('E_PERMISSION', `permission denied${where}: ${err.message}`, 'grant the sync role the privileges listed in deploy/kubernetes/sql/staging-roles.sql', { cause: e, table });
   }
   // Database messages may quote values in DETAIL; only the message line (no DETAIL) is kept.
   return new SyncError('E_APPLY', `${err.message}${where}`, 'see docs/errors.md; the run changed nothing in staging and can be re-run', { cause: e, table });

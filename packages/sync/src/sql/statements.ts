@@ -200,7 +200,9 @@ export function trackingTriggerDdl(t: TableInfo, fnName: string): string[] {
   const oldKey = keyText(t, 'OLD');
   const lit = `'${t.display.replace(/'/g, "''")}'`;
   return [
-    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    // SECURITY DEFINER: the trigger fires for QA and app sessions that have no rights on the
+    // engine's schema; it runs as the engine's role with a fixed search_path.
+    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     DELETE FROM elara_sync.local_rows WHERE table_name = ${lit};

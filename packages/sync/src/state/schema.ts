@@ -9,8 +9,9 @@ export const LOCK_RUN = 0x656c6131;
 /** Held exclusively by a run while it applies, shared by immediate (keys) syncs: they wait for the run. */
 export const LOCK_APPLY = 0x656c6132;
 
+// CREATE SCHEMA checks the CREATE privilege on the database even with IF NOT EXISTS, and the
+// least-privilege writer role has none: the schema is created only when it is missing.
 const DDL = `
-CREATE SCHEMA IF NOT EXISTS elara_sync;
 CREATE TABLE IF NOT EXISTS elara_sync.meta (version int NOT NULL);
 CREATE TABLE IF NOT EXISTS elara_sync.runs (
   id bigserial PRIMARY KEY,
@@ -59,7 +60,8 @@ export async function ensureStateSchema(target: pg.Pool | pg.ClientBase): Promis
   );
   if (!exists) {
     // One simple-protocol query, so it runs on one connection even when target is a pool.
-    await target.query(`BEGIN; SELECT pg_advisory_xact_lock(${LOCK_DDL}); ${DDL}
+    const hasSchema = (await target.query(`SELECT to_regnamespace('elara_sync') IS NOT NULL AS e`)).rows[0].e;
+    await target.query(`BEGIN; SELECT pg_advisory_xact_lock(${LOCK_DDL}); ${hasSchema ? '' : 'CREATE SCHEMA IF NOT EXISTS elara_sync;'} ${DDL}
       INSERT INTO elara_sync.meta (version) SELECT ${STATE_SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM elara_sync.meta); COMMIT;`)
       .catch(async (e) => {
         await target.query('ROLLBACK').catch(() => {});

@@ -1,0 +1,52 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createTestDatabase, sql, type TestDatabase } from '@elara/testkit';
+
+export const CLI = fileURLToPath(new URL('../bin/elara-sync.js', import.meta.url));
+
+export interface Pair {
+  source: TestDatabase;
+  target: TestDatabase;
+  drop(): Promise<void>;
+}
+
+/** A production and a staging database with the same schema. */
+export async function createPair(prefix: string, schema: string): Promise<Pair> {
+  const source = await createTestDatabase(`${prefix}_src`);
+  const target = await createTestDatabase(`${prefix}_dst`);
+  if (schema) {
+    await sql(source.url, schema);
+    await sql(target.url, schema);
+  }
+  return {
+    source,
+    target,
+    async drop() {
+      await Promise.all([source.drop(), target.drop()]);
+    },
+  };
+}
+
+/** All rows of a table as sorted JSON strings, for exact comparisons. */
+export async function rows(url: string, table: string, orderBy = '1'): Promise<string[]> {
+  const r = await sql(url, `SELECT row_to_json(_r)::text AS j FROM ${table} _r ORDER BY ${orderBy}`);
+  return r.rows.map((x) => x.j);
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
