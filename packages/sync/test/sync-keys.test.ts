@@ -1,0 +1,70 @@
+// The immediate sync of a few keys: the same apply path as a run.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import pg from 'pg';
+import { sql } from '@elara/testkit';
+import { syncKeys, runSync } from '../src/index.ts';
+import { createPair, rows, type Pair } from './helpers.ts';
+
+const SCHEMA = `
+CREATE TABLE "Organization" (id uuid PRIMARY KEY, name text NOT NULL, "apiKey" text NOT NULL UNIQUE);
+CREATE TABLE "User" (id uuid PRIMARY KEY, email text NOT NULL UNIQUE, "organizationId" uuid NOT NULL REFERENCES "Organization"(id), "lastLoginAt" timestamp(3));`;
+const O = '00000000-0000-0000-0000-000000000001';
+const U = '00000000-0000-0000-0000-000000000101';
+
+let pair: Pair;
+let source: pg.Pool;
+let target: pg.Pool;
+before(async () => {
+  pair = await createPair('keys', SCHEMA);
+  source = new pg.Pool({ connectionString: pair.source.url });
+  target = new pg.Pool({ connectionString: pair.target.url });
+});
+after(async () => {
+  await source.end();
+  await target.end();
+  await pair.drop();
+});
+
+const registration = [{ table: 'Organization', keys: [{ id: O }] }, { table: 'User', keys: [{ id: U }] }];
+
+test('copies a registration (organization first), then is idempotent', async () => {
+  await sql(pair.source.url, `INSERT INTO "Organization" VALUES ('${O}', 'Acme', 'k1'); INSERT INTO "User" VALUES ('${U}', 'a@x.test', '${O}', '2026-01-02 03:04:05.678')`);
+  // Listed child first on purpose: the engine orders by foreign keys.
+  const r = await syncKeys(source, target, [...registration].reverse());
+  assert.deepEqual(r.map((x) => [x.table, x.upserted]), [['User', 1], ['Organization', 1]]);
+  assert.deepEqual(await rows(pair.target.url, '"User"'), await rows(pair.source.url, '"User"'));
+  const again = await syncKeys(source, target, registration);
+  assert.deepEqual(again.map((x) => [x.upserted, x.unchanged]), [[0, 1], [0, 1]]);
+});
+
+test('an update and a delete at the source reach the target; other rows are untouched', async () => {
+  await sql(pair.target.url, `INSERT INTO "Organization" VALUES ('00000000-0000-0000-0000-0000000000aa', 'QA', 'qa')`);
+  await sql(pair.source.url, `UPDATE "Organization" SET name = 'Acme 2' WHERE id = '${O}'; DELETE FROM "User" WHERE id = '${U}'`);
+  const r = await syncKeys(source, target, registration);
+  assert.deepEqual(r.map((x) => [x.table, x.upserted, x.deleted]), [['Organization', 1, 0], ['User', 0, 1]]);
+  assert.equal((await sql(pair.target.url, `SELECT count(*)::int AS n FROM "Organization" WHERE name = 'QA'`)).rows[0].n, 1);
+});
+
+test('a key held by a QA row is a conflict, not an overwrite', async () => {
+  const q = '00000000-0000-0000-0000-0000000000bb';
+  await sql(pair.target.url, `INSERT INTO "Organization" VALUES ('${q}', 'QA owned', 'qa-bb')`);
+  await sql(pair.source.url, `INSERT INTO "Organization" VALUES ('${q}', 'Prod', 'prod-bb')`);
+  const r = await syncKeys(source, target, [{ table: 'Organization', keys: [{ id: q }] }]);
+  assert.equal(r[0]!.conflicts, 1);
+  assert.equal((await sql(pair.target.url, `SELECT name FROM "Organization" WHERE id = '${q}'`)).rows[0].name, 'QA owned');
+});
+
+test('waits for a reconcile that is applying, then applies (no lost or deleted row)', async () => {
+  const o2 = '00000000-0000-0000-0000-000000000002';
+  await sql(pair.source.url, `INSERT INTO "Organization" VALUES ('${o2}', 'Later', 'k2')`);
+  const opts = { sourceUrl: pair.source.url, targetUrl: pair.target.url, tables: [{ name: 'Organization' }, { name: 'User' }] };
+  const [run, keys] = await Promise.all([runSync(opts), syncKeys(source, target, [{ table: 'Organization', keys: [{ id: o2 }] }])]);
+  assert.equal(run.error, undefined);
+  assert.equal(keys[0]!.upserted + keys[0]!.unchanged, 1);
+  assert.equal((await sql(pair.target.url, `SELECT count(*)::int AS n FROM "Organization" WHERE id = '${o2}'`)).rows[0].n, 1);
+});
+
+test('a missing primary-key value is a clear error', async () => {
+  await assert.rejects(syncKeys(source, target, [{ table: 'Organization', keys: [{ name: 'x' }] }]), /no value for primary-key column id/);
+});
