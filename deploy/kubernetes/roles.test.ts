@@ -170,10 +170,10 @@ describe('staging writer', () => {
     await sql(staging.url, `DROP TRIGGER elara_sync_track_local ON public."User"`);
   });
 
-  // The engine creates its state schema on first use. Marked todo (runs, does not fail the suite)
-  // until the engine skips `CREATE SCHEMA IF NOT EXISTS` when elara_sync exists: PostgreSQL checks
-  // CREATE on the database before IF NOT EXISTS, and the writer deliberately lacks that privilege.
-  test('the engine can create its state tables as the writer on a fresh staging', { todo: 'engine: skip CREATE SCHEMA when elara_sync exists' }, async () => {
+  // The engine creates its state tables on first use. PostgreSQL checks CREATE on the database
+  // before IF NOT EXISTS, and the writer deliberately lacks it, so the engine skips CREATE SCHEMA
+  // when elara_sync exists.
+  test('the engine can create its state tables as the writer on a fresh staging', async () => {
     const fresh = await createTestDatabase('roles_fresh');
     dbs.push(fresh);
     await sql(fresh.url, SCHEMA);
