@@ -27,6 +27,19 @@ export class Fingerprints {
     return Buffer.from(this.data.buffer, this.data.byteOffset, this.data.byteLength);
   }
 
+  /** Row count and xor of all row versions: what totalSelect() computes in SQL. */
+  total(): { rows: number; hi: number; lo: number } {
+    let rows = 0;
+    let hi = 0;
+    let lo = 0;
+    for (let i = 0; i < this.data.length; i += 3) {
+      rows += this.data[i]!;
+      lo ^= this.data[i + 1]!;
+      hi ^= this.data[i + 2]!;
+    }
+    return { rows, hi: hi >>> 0, lo: lo >>> 0 };
+  }
+
   rows(): number {
     let n = 0;
     for (let b = 0; b < this.buckets; b++) n += this.data[b * 3]!;
@@ -69,19 +82,15 @@ export function keepOrChooseBuckets(stored: number | null, rows: number): number
   return ideal;
 }
 
-// murmur3's 32-bit finaliser: cheap and mixes every input bit into every output bit.
-function fmix(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+/** Splits a signed 64-bit integer printed by PostgreSQL into unsigned 32-bit halves. */
+export function splitInt64(text: string): { hi: number; lo: number } {
+  const v = BigInt.asUintN(64, BigInt(text));
+  return { hi: Number(v >> 32n), lo: Number(v & 0xffffffffn) };
 }
 
 /**
- * Streams `query` (which must select an int8 key hash and an xid) with binary COPY and folds each
- * row into its bucket. Binary COPY tuple layout: int16 field count, then per field int32 length
+ * Streams `query` (which must select an int8 key hash and an int8 row version) with binary COPY
+ * and folds each row into its bucket. Binary COPY tuple layout: int16 field count, then per field int32 length
  * and the bytes; the stream starts with an 11-byte signature, int32 flags and an extension area.
  */
 export async function computeFingerprints(client: pg.ClientBase, query: string, buckets: number): Promise<Fingerprints> {
@@ -107,22 +116,19 @@ export async function computeFingerprints(client: pg.ClientBase, query: string, 
       off = 19 + ext;
       headerDone = true;
     }
-    // Each tuple: 2 (count) + 4 + 8 (int8) + 4 + 4 (xid) = 22 bytes; the trailer is int16 -1.
+    // Each tuple: 2 (field count) + 4 + 8 (int8 key hash) + 4 + 8 (int8 version) = 26 bytes;
+    // the trailer is int16 -1.
     while (off + 2 <= buf.length) {
-      const n = buf.readInt16BE(off);
-      if (n === -1) {
+      if (buf[off] === 0xff && buf[off + 1] === 0xff) {
         off += 2;
         break;
       }
-      if (off + 22 > buf.length) break;
-      const hi = buf.readUInt32BE(off + 6);
-      const lo = buf.readUInt32BE(off + 10);
-      const xmin = buf.readUInt32BE(off + 18);
-      const b = (lo & mask) * 3;
-      data[b] = (data[b]! + 1) >>> 0;
-      data[b + 1] = (data[b + 1]! ^ fmix(lo ^ Math.imul(xmin, 0x9e3779b1))) >>> 0;
-      data[b + 2] = (data[b + 2]! ^ fmix(hi ^ fmix(xmin ^ 0x27d4eb2f))) >>> 0;
-      off += 22;
+      if (off + 26 > buf.length) break;
+      const b = ((buf[off + 10]! << 24 | buf[off + 11]! << 16 | buf[off + 12]! << 8 | buf[off + 13]!) & mask) * 3;
+      data[b] = data[b]! + 1;
+      data[b + 2] = data[b + 2]! ^ (buf[off + 16]! << 24 | buf[off + 17]! << 16 | buf[off + 18]! << 8 | buf[off + 19]!);
+      data[b + 1] = data[b + 1]! ^ (buf[off + 20]! << 24 | buf[off + 21]! << 16 | buf[off + 22]! << 8 | buf[off + 23]!);
+      off += 26;
     }
     carry = off < buf.length ? buf.subarray(off) : null;
     buf = Buffer.alloc(0);

@@ -4,8 +4,8 @@ import { createHash } from 'node:crypto';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { resolveTables, type SyncedTable, type TableConfig } from '../catalog/introspect.ts';
 import { orderTables } from '../plan/table-order.ts';
-import { columnList, fingerprintSelect, LOCAL_ROWS, LOCAL_ROWS_DRY, sourceSelect, type Scope } from '../sql/statements.ts';
-import { Fingerprints, computeFingerprints, keepOrChooseBuckets } from '../copy/fingerprint.ts';
+import { columnList, fingerprintSelect, LOCAL_ROWS, LOCAL_ROWS_DRY, sourceSelect, totalSelect, type Scope } from '../sql/statements.ts';
+import { Fingerprints, computeFingerprints, keepOrChooseBuckets, splitInt64 } from '../copy/fingerprint.ts';
 import { applyDeletes, applyUpserts, conflictBuckets, countPlanned, ensureTracking, stageTable, type StagedTable } from '../apply/apply.ts';
 import { ensureStateSchema, LOCK_APPLY, LOCK_RUN } from '../state/schema.ts';
 import { finishRun, startRun } from '../state/runs.ts';
@@ -54,6 +54,9 @@ interface TableWork {
   adopt: boolean;
   poisoned: number[];
   started: number;
+  /** Skipped by the aggregate check: nothing to read, apply or store but the run id. */
+  unchanged: boolean;
+  total: { rows: number; hi: number; lo: number; text: string };
 }
 
 function toSyncError(e: unknown, table?: string): SyncError {
@@ -120,26 +123,67 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
     if (opts.onProgress && !dryRun) progressClient = await connect(opts.targetUrl, 'target', 'elara-sync-progress');
     const runCache = {};
 
+    // Phase 0: one aggregate per table (count and xor of row versions), on two connections that
+    // share the snapshot. A table whose aggregate equals the stored one, with no staging edits,
+    // is unchanged and costs nothing more.
+    const totals = new Map<string, { rows: number; hi: number; lo: number; text: string }>();
+    {
+      const snapshotId: string = (await source.query('SELECT pg_export_snapshot() AS s')).rows[0].s;
+      const second = await connect(opts.sourceUrl, 'source', 'elara-sync-reader');
+      try {
+        await second.query(`SET statement_timeout = ${timeout}; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`);
+        await second.query(`SET TRANSACTION SNAPSHOT '${snapshotId}'`);
+        // Largest table first, so the two connections finish at about the same time.
+        const sizes = await source.query(`SELECT t, c.reltuples FROM unnest($1::text[]) t JOIN pg_class c ON c.oid = t::regclass`, [ordering.upsertOrder]);
+        const size = new Map(sizes.rows.map((r) => [r.t as string, Number(r.reltuples)]));
+        const queue = [...ordering.upsertOrder].sort((a, b) => (size.get(b) ?? 0) - (size.get(a) ?? 0));
+        const worker = async (c: pg.Client) => {
+          for (let q = queue.shift(); q !== undefined; q = queue.shift()) {
+            const r = (await c.query(totalSelect(byName.get(q)!))).rows[0];
+            totals.set(q, { rows: Number(r.n), ...splitInt64(r.x), text: r.x });
+          }
+        };
+        await Promise.all([worker(source), worker(second)]);
+        await second.query('COMMIT');
+      } finally {
+        await second.end().catch(() => {});
+      }
+    }
+
     // Phase 1, parents first: find changed buckets, load their source rows, upsert.
     for (const [i, q] of ordering.upsertOrder.entries()) {
       const t = byName.get(q)!;
       const tStart = Date.now();
       const display = t.target.display;
+      const total = totals.get(q)!;
       const state = hasState
         ? (await target.query(
-          `SELECT config_sig, buckets, fingerprints, tracked_since FROM elara_sync.table_state WHERE table_name = $1 ${dryRun ? '' : 'FOR UPDATE'}`,
+          `SELECT config_sig, buckets, tracked_since, total_rows, total_hash::text AS total_hash, target_rows,
+                  EXISTS (SELECT 1 FROM elara_sync.edits WHERE table_name = $1) AS edited
+             FROM elara_sync.table_state WHERE table_name = $1 ${dryRun ? '' : 'FOR UPDATE'}`,
           [display])).rows[0]
         : undefined;
-      const sig = createHash('sha1').update(`${sourceSelect(t, { kind: 'all' })}|${t.target.primaryKey.join(',')}`).digest('hex');
-      const estimate = Number((await source.query(`SELECT greatest(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = $1::regclass`, [q])).rows[0].n);
-      const buckets = keepOrChooseBuckets(state?.buckets ?? null, estimate);
+      const sig = createHash('sha1').update(`${sourceSelect(t, { kind: 'all' })}|${fingerprintSelect(t)}|${t.target.primaryKey.join(',')}`).digest('hex');
+      const stateValid = Boolean(state && state.config_sig === sig && cheapCompare);
+      if (stateValid && !state.edited && Number(state.total_rows) === total.rows && state.total_hash === total.text) {
+        const result: TableRunResult = {
+          table: display, sourceRows: total.rows, targetRows: Number(state.target_rows), inserted: 0, updated: 0, deleted: 0,
+          unchanged: total.rows, conflicts: 0, durationMs: 0,
+        };
+        works.push({ t, staged: null, scope: { kind: 'all' }, fp: new Fingerprints(0), sig, failed: false, adopt: false, poisoned: [], started: tStart, result, unchanged: true, total });
+        opts.onProgress?.({ kind: 'table-start', table: display, rowsToCopy: 0, scope: 'none' });
+        result.durationMs = Date.now() - tStart;
+        continue;
+      }
+      const buckets = keepOrChooseBuckets(state?.buckets ?? null, total.rows);
       const fp = await computeFingerprints(source, fingerprintSelect(t), buckets);
       if (!dryRun) await ensureTracking(target, t, runCache);
 
       let scope: Scope = { kind: 'all' };
       let rowsToCopy = fp.rows();
-      const stored = state && state.config_sig === sig && state.buckets === buckets && cheapCompare
-        ? Fingerprints.fromBytes(buckets, state.fingerprints) : null;
+      const storedBytes = stateValid && state.buckets === buckets
+        ? (await target.query(`SELECT fingerprints FROM elara_sync.table_state WHERE table_name = $1`, [display])).rows[0]?.fingerprints : null;
+      const stored = storedBytes ? Fingerprints.fromBytes(buckets, storedBytes) : null;
       if (stored) {
         const d = fp.diff(stored);
         const edits = dryRun || !hasState
@@ -163,7 +207,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
         await target.query(`DELETE FROM elara_sync.edits WHERE table_name = $1`, [display]);
       }
       const work: TableWork = {
-        t, staged: null, scope, fp, sig, failed: false, adopt: !state?.tracked_since, poisoned: [], started: tStart,
+        t, staged: null, scope, fp, sig, failed: false, adopt: !state?.tracked_since, poisoned: [], started: tStart, unchanged: false, total,
         result: { table: display, sourceRows: fp.rows(), targetRows: 0, inserted: 0, updated: 0, deleted: 0, unchanged: 0, conflicts: 0, durationMs: 0 },
       };
       works.push(work);
@@ -211,6 +255,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
           }
         }
         await target.query(`RELEASE SAVEPOINT t${i}`);
+        work.result.durationMs += Date.now() - tStart;
       } catch (e) {
         if ((e as { code?: string }).code === undefined || /COPY|stream/i.test((e as Error).message)) throw e;
         await target.query(`ROLLBACK TO SAVEPOINT t${i}`);
@@ -225,8 +270,10 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
         const work = works.find((w) => w.t.target.qualified === q)!;
         if (!work.staged || work.failed) continue;
         await target.query(`SAVEPOINT d`);
+        const dStart = Date.now();
         try {
           work.result.deleted = await applyDeletes(target, work.staged, work.scope);
+          work.result.durationMs += Date.now() - dStart;
           await target.query(`RELEASE SAVEPOINT d`);
         } catch (e) {
           await target.query(`ROLLBACK TO SAVEPOINT d`);
@@ -238,21 +285,32 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
 
     for (const w of works) {
       const r = w.result;
+      if (w.unchanged) {
+        if (!dryRun) {
+          await target.query(`UPDATE elara_sync.table_state SET last_equal_at = $2, last_run_id = $3 WHERE table_name = $1`, [r.table, snapshotAt, runId]);
+        }
+        opts.onProgress?.({ kind: 'table-done', table: r.table, result: r });
+        continue;
+      }
+      const tEnd = Date.now();
       r.targetRows = Number((await target.query(`SELECT count(*) AS n FROM ${w.t.target.qualified}`)).rows[0].n);
       r.unchanged = Math.max(0, r.sourceRows - r.inserted - r.updated - r.conflicts);
-      r.durationMs = Date.now() - w.started;
       if (!dryRun && !w.failed) {
         for (const b of w.poisoned) w.fp.poison(b);
+        // A poisoned bucket makes the stored total differ too, so the next run looks again.
+        const totalHash = w.poisoned.length ? '0' : w.total.text;
         await target.query(
-          `INSERT INTO elara_sync.table_state (table_name, config_sig, buckets, fingerprints, source_rows, target_rows, last_equal_at, last_run_id, tracked_since)
-           VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN $8::timestamptz END, $9, now())
+          `INSERT INTO elara_sync.table_state (table_name, config_sig, buckets, fingerprints, source_rows, target_rows, last_equal_at, last_run_id, tracked_since, total_rows, total_hash)
+           VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN $8::timestamptz END, $9, now(), $10, $11)
            ON CONFLICT (table_name) DO UPDATE SET config_sig = EXCLUDED.config_sig, buckets = EXCLUDED.buckets,
              fingerprints = EXCLUDED.fingerprints, source_rows = EXCLUDED.source_rows, target_rows = EXCLUDED.target_rows,
              last_equal_at = coalesce(EXCLUDED.last_equal_at, elara_sync.table_state.last_equal_at),
-             last_run_id = EXCLUDED.last_run_id, tracked_since = coalesce(elara_sync.table_state.tracked_since, now())`,
-          [r.table, w.sig, w.fp.buckets, w.fp.toBytes(), r.sourceRows, r.targetRows, r.conflicts === 0, snapshotAt, runId],
+             last_run_id = EXCLUDED.last_run_id, tracked_since = coalesce(elara_sync.table_state.tracked_since, now()),
+             total_rows = EXCLUDED.total_rows, total_hash = EXCLUDED.total_hash`,
+          [r.table, w.sig, w.fp.buckets, w.fp.toBytes(), r.sourceRows, r.targetRows, r.conflicts === 0, snapshotAt, runId, w.total.rows, totalHash],
         );
       }
+      r.durationMs += Date.now() - tEnd;
       opts.onProgress?.({ kind: 'table-done', table: r.table, result: r });
     }
     const results = works.map((w) => w.result);

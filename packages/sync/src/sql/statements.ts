@@ -22,13 +22,21 @@ const TYPE_HASH: Record<string, string> = {
 };
 
 /** A 64-bit hash of the key; its low bits choose the row's bucket. Same expression on both sides. */
-export function keyHash(table: TableInfo, alias: string): string {
+export function keyHash(table: TableInfo, alias: string, seed = '0'): string {
   if (table.primaryKey.length === 1) {
     const col = table.columns.find((c) => c.name === table.primaryKey[0]);
     const fn = col ? TYPE_HASH[col.type] : undefined;
-    if (fn) return `${fn}(${alias}.${quoteIdent(col!.name)}, 0)`;
+    if (fn) return `${fn}(${alias}.${quoteIdent(col!.name)}, ${seed})`;
   }
-  return `hashtextextended(${keyText(table, alias)}, 0)`;
+  return `hashtextextended(${keyText(table, alias)}, ${seed})`;
+}
+
+/**
+ * A row version on the source: the key hashed with the row's xmin as seed. Any write to a row
+ * gives it a new xmin (a new tuple), so an insert, update or delete changes the xor of these.
+ */
+export function rowVersionHash(table: TableInfo, alias: string): string {
+  return keyHash(table, alias, `${alias}.xmin::text::bigint`);
 }
 
 export function bucketExpr(table: TableInfo, alias: string, buckets: number): string {
@@ -69,9 +77,14 @@ export function sourceSelect(t: SyncedTable, scope: Scope): string {
   return `SELECT ${cols.join(', ')} FROM ${t.target.qualified} s${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`;
 }
 
-/** Per-row (key hash, xmin) on the source: xmin changes with every write, so it versions the row. */
+/** Per-row (key hash, row version hash) on the source, streamed and folded into buckets. */
 export function fingerprintSelect(t: SyncedTable): string {
-  return `SELECT ${keyHash(t.target, 's')}, s.xmin FROM ${t.target.qualified} s${t.where ? ` WHERE (${t.where})` : ''}`;
+  return `SELECT ${keyHash(t.target, 's')}, ${rowVersionHash(t.target, 's')} FROM ${t.target.qualified} s${t.where ? ` WHERE (${t.where})` : ''}`;
+}
+
+/** The whole table's fingerprint in one aggregate: equal to the xor of all bucket fingerprints. */
+export function totalSelect(t: SyncedTable): string {
+  return `SELECT count(*)::bigint AS n, coalesce(bit_xor(${rowVersionHash(t.target, 's')}), 0)::text AS x FROM ${t.target.qualified} s${t.where ? ` WHERE (${t.where})` : ''}`;
 }
 
 export function columnList(t: SyncedTable): string {

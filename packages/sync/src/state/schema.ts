@@ -2,7 +2,7 @@ import type pg from 'pg';
 
 // The engine's own schema on the target. Created on first use; every statement is idempotent and
 // serialised by an advisory lock so two processes starting at once do not race on CREATE.
-export const STATE_SCHEMA_VERSION = 1;
+export const STATE_SCHEMA_VERSION = 2;
 const LOCK_DDL = 0x656c6172; // "elar"
 /** Session-level lock held for a whole reconcile run: one run at a time per staging database. */
 export const LOCK_RUN = 0x656c6131;
@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS elara_sync.table_state (
   last_run_id bigint,
   tracked_since timestamptz
 );
+ALTER TABLE elara_sync.table_state ADD COLUMN IF NOT EXISTS total_rows bigint, ADD COLUMN IF NOT EXISTS total_hash bigint;
 CREATE TABLE IF NOT EXISTS elara_sync.local_rows (
   table_name text NOT NULL,
   key text NOT NULL,
@@ -62,7 +63,7 @@ export async function ensureStateSchema(target: pg.Pool | pg.ClientBase): Promis
     // One simple-protocol query, so it runs on one connection even when target is a pool.
     const hasSchema = (await target.query(`SELECT to_regnamespace('elara_sync') IS NOT NULL AS e`)).rows[0].e;
     await target.query(`BEGIN; SELECT pg_advisory_xact_lock(${LOCK_DDL}); ${hasSchema ? '' : 'CREATE SCHEMA IF NOT EXISTS elara_sync;'} ${DDL}
-      INSERT INTO elara_sync.meta (version) SELECT ${STATE_SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM elara_sync.meta); COMMIT;`)
+      DELETE FROM elara_sync.meta; INSERT INTO elara_sync.meta (version) VALUES (${STATE_SCHEMA_VERSION}); COMMIT;`)
       .catch(async (e) => {
         await target.query('ROLLBACK').catch(() => {});
         throw e;
