@@ -60,7 +60,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
       return rows[0]!;
     });
     if (stagingPool) {
-      worker = await startSyncWorker({ config, prodPool, stagingPool, logger, metrics });
+      worker = await startSyncWorker({ config, stagingPool, logger, metrics });
       logger.info({ staging: redactUrl(config.stagingDatabaseUrl!) }, 'staging sync is on');
     } else {
       logger.warn('staging sync is off: STAGING_DATABASE_URL is not set');

@@ -110,3 +110,12 @@ export async function startProxy(targetPort: number, targetHost = '127.0.0.1') {
 export function dbName(url: string): string {
   return new URL(url).pathname.slice(1);
 }
+
+/** A port on 127.0.0.1 with nothing listening (connections are refused). */
+export async function closedPort(): Promise<number> {
+  const net = await import('node:net');
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => { const p = (srv.address() as { port: number }).port; srv.close(() => resolve(p)); });
+  });
+}

@@ -34,6 +34,9 @@ describe('immediate staging sync', () => {
       DATABASE_URL: dbs.prod.url,
       STAGING_DATABASE_URL: proxy.url(dbName(dbs.staging.url)),
     });
+    // Steady state first: one registration delivered end to end (connections and catalog warm).
+    const warm = await server.app.inject({ method: 'POST', url: REGISTER, headers: json, payload: registration() });
+    await waitFor(async () => (await sql(dbs.staging.url, 'SELECT 1 FROM "User" WHERE id = $1', [warm.json().user.id])).rowCount, 10_000, 20);
   });
   after(async () => {
     await server?.close();
@@ -68,22 +71,29 @@ describe('immediate staging sync', () => {
   });
 
   test('staging unreachable → 201 and fast; failures counted; every registration arrives when staging returns', async () => {
+    const register = async () => {
+      const t = performance.now();
+      const res = await server.app.inject({ method: 'POST', url: REGISTER, headers: json, payload: registration() });
+      assert.equal(res.statusCode, 201, res.body);
+      return { ms: performance.now() - t, id: res.json().user.id as string };
+    };
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const up: number[] = [];
+    for (let i = 0; i < 10; i++) up.push((await register()).ms);
     const failuresBefore = await metricValue(server, 'elara_immediate_sync_total{result="failure"}');
     await proxy.stop();
     const ids: string[] = [];
-    const latencies: number[] = [];
+    const down: number[] = [];
     for (let i = 0; i < 10; i++) {
-      const t = performance.now();
-      const res = await server.app.inject({ method: 'POST', url: REGISTER, headers: json, payload: registration() });
-      latencies.push(performance.now() - t);
-      assert.equal(res.statusCode, 201, res.body);
-      ids.push(res.json().user.id);
+      const r = await register();
+      down.push(r.ms);
+      ids.push(r.id);
     }
-    latencies.sort((a, b) => a - b);
-    process.stderr.write(`# latencies with staging down (ms): ${latencies.map((l) => l.toFixed(0)).join(" ")}\n`);
-    // Never waits for staging (whose connect timeout here is 1 s); generous bounds for a busy 2-core CI box.
-    assert.ok(latencies[Math.floor(latencies.length / 2)]! < 250, `median registration took ${latencies[5]} ms with staging down`);
-    assert.ok(latencies[latencies.length - 1]! < 1000, `registration took ${latencies.at(-1)} ms with staging down`);
+    process.stderr.write(`# registration ms, staging up: ${up.map((l) => l.toFixed(0)).join(' ')}; staging down: ${down.map((l) => l.toFixed(0)).join(' ')}\n`);
+    // Never waits for staging: no slower than with staging up (generous factor for a busy 2-core
+    // box), and never as slow as a staging connect attempt could be.
+    assert.ok(median(down) < median(up) * 2 + 50, `median ${median(down)} ms with staging down vs ${median(up)} ms up`);
+    assert.ok(Math.max(...down) < 2000, `a registration took ${Math.max(...down)} ms with staging down`);
     await waitFor(async () => (await metricValue(server, 'elara_immediate_sync_total{result="failure"}')) >= failuresBefore + 10, 5000);
     assert.ok(await metricValue(server, 'elara_outbox_backlog_jobs') >= 10);
     const inStaging = (await sql(dbs.staging.url, 'SELECT count(*)::int AS n FROM "User" WHERE id = ANY($1::uuid[])', [ids])).rows[0].n;

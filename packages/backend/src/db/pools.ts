@@ -6,7 +6,8 @@ export function createProdPool(config: Config, logger: Logger): pg.Pool {
   const pool = new pg.Pool({
     connectionString: config.databaseUrl,
     max: config.dbPoolMax,
-    connectionTimeoutMillis: 5000,
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 60_000,
     keepAlive: true,
     application_name: 'elara-backend',
   });

@@ -8,9 +8,10 @@
 // - Stale-lock sweep. graphile-worker (OSS) leaves a crashed process's locked jobs for 4 hours. Our
 //   task is bounded by the staging connect and statement timeouts, so a sync job locked longer than
 //   SYNC_STALE_LOCK_SECONDS belongs to a dead process; its worker's locks are released.
-import type pg from 'pg';
+import pg from 'pg';
 import { z } from 'zod';
 import { Logger as GraphileLogger, makeWorkerUtils, run, type Runner, type WorkerUtils } from 'graphile-worker';
+import { syncKeys } from '@elara/sync';
 import type { Config } from '../config.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
@@ -40,15 +41,32 @@ export function graphileLogger(logger: Logger): GraphileLogger {
 
 export async function startSyncWorker(deps: {
   config: Config;
-  prodPool: pg.Pool;
   stagingPool: pg.Pool;
   logger: Logger;
   metrics: Metrics;
 }): Promise<SyncWorker> {
-  const { config, prodPool, stagingPool, metrics } = deps;
+  const { config, stagingPool, metrics } = deps;
   const logger = deps.logger.child({ component: 'sync-worker' });
+  // Its own small production pool: the worker (job bookkeeping, LISTEN, the engine's source reads)
+  // can never take the connections API requests need, nor the other way round.
+  const prodPool = new pg.Pool({
+    connectionString: config.databaseUrl,
+    max: config.sync.concurrency * 2 + 2,
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 60_000,
+    keepAlive: true,
+    application_name: 'elara-sync-worker',
+  });
+  prodPool.on('error', (err) => logger.error({ error: describeError(err) }, 'worker pool: idle client error'));
+  prodPool.on('connect', (client) => client.on('error', () => {}));
   const glog = graphileLogger(deps.logger);
-  const utils: WorkerUtils = await makeWorkerUtils({ pgPool: prodPool, logger: glog });
+  let utils: WorkerUtils;
+  try {
+    utils = await makeWorkerUtils({ pgPool: prodPool, logger: glog });
+  } catch (err) {
+    await prodPool.end();
+    throw err;
+  }
   let stopping = false;
   let probing = false;
 
@@ -120,6 +138,13 @@ export async function startSyncWorker(deps: {
     },
   });
   logger.info({ concurrency: config.sync.concurrency }, '[DB Sync] outbox worker started');
+  // Warm the engine's catalog (and check staging's schema) now, not on the first registration.
+  syncKeys(prodPool, stagingPool, [{ table: 'Organization', keys: [] }, { table: 'User', keys: [] }],
+    { statementTimeoutMs: config.staging.statementTimeoutMs })
+    .catch((err) => {
+      logger.warn({ error: describeError(err) }, '[DB Sync] staging is not ready at start-up; sync jobs will retry');
+      if (isConnectivityError(err)) startProbe();
+    });
 
   return {
     async stop() {
@@ -127,6 +152,7 @@ export async function startSyncWorker(deps: {
       clearInterval(sweepTimer);
       await runner.stop();
       await utils.release();
+      await prodPool.end();
     },
   };
 }
