@@ -18,8 +18,8 @@ const CLI = fileURLToPath(new URL('../bin/elara-sync.js', import.meta.url));
 const KILLS = Number(process.env.KILL_KILLS ?? 20);
 const MAX_ITERATIONS = 2 * KILLS;
 const SEED = Number(process.env.KILL_SEED ?? Math.floor(Math.random() * 2 ** 31));
-const ORGS = 8_000;
-const USERS = 24_000;
+const ORGS = 7_000;
+const USERS = 21_000;
 const TABLES = ['Organization', 'User'] as const;
 type TableName = (typeof TABLES)[number];
 
@@ -288,28 +288,46 @@ test('SIGKILL at random moments: staging is always before-or-after, never partia
   const inc = await cleanRun();
   await mutateSource('large');
   const big = await cleanRun();
-  console.log(`# clean runs (whole process): full ${full.ms} ms, medium change ${inc.ms} ms, large change ${big.ms} ms; kill delays drawn from [0, that] ms`);
+  // A whole process is start-up (loading the CLI) plus the run itself (the engine's durationMs).
+  const startupMs = Math.max(inc.ms - inc.json.durationMs, 100);
+  const runMs = { small: inc.json.durationMs, medium: inc.json.durationMs, large: big.json.durationMs };
+  console.log(`# clean runs (whole process / engine): full ${full.ms}/${full.json.durationMs} ms, medium change ${inc.ms}/${inc.json.durationMs} ms, `
+    + `large change ${big.ms}/${big.json.durationMs} ms; kills: 1 in 4 at [0, ${startupMs}] ms after spawn, else at [0, run duration] after the writer connects`);
+  const watcher = new pg.Client({ connectionString: target.url });
+  await watcher.connect();
 
   const stats = { kills: 0, killedAfterRunStarted: 0, killedButCommitted: 0, finished: 0, partial_tables_seen: 0, mixed_seen: 0, orphans: 0, maxIdleInTxMs: 0, maxBackendGoneMs: 0 };
   const problems: string[] = [];
   let i = 0;
   for (; stats.kills < KILLS && i < MAX_ITERATIONS; i++) {
-    const size: Size = rand() < 0.2 ? 'large' : rand() < 0.5 ? 'medium' : 'small';
+    const size: Size = rand() < 0.15 ? 'large' : rand() < 0.5 ? 'medium' : 'small';
     const what = await mutateSource(size);
     const [beforeRun, src] = await Promise.all([fingerprints(target.url), fingerprints(source.url)]);
     const runsBefore = await runCount();
     const letFinish = i % 6 === 5;
-    const delay = Math.floor(rand() * (size === 'large' ? big.ms : inc.ms));
+    const duringStartup = rand() < 0.25;
+    const delay = Math.floor(rand() * (duringStartup ? startupMs : runMs[size]));
     const child = spawnCli(runArgs());
+    let exitedYet = false;
+    void child.exited.then(() => (exitedYet = true));
     let killed = false;
-    const timer = letFinish ? null : setTimeout(() => {
-      try {
+    if (!letFinish) {
+      if (!duringStartup) {
+        // The delay counts from the moment the run's writer session is on staging.
+        const t = Date.now();
+        while (!exitedYet && Date.now() - t < 20_000) {
+          const r = await watcher.query(`SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND application_name = 'elara-sync-writer'`, [target.name]);
+          if (r.rowCount) break;
+          await sleep(5);
+        }
+      }
+      await sleep(delay);
+      if (!exitedYet) {
         process.kill(child.pid, 'SIGKILL');
         killed = true;
-      } catch { /* already gone */ }
-    }, delay);
+      }
+    }
     const res = await child.exited;
-    if (timer) clearTimeout(timer);
     const wasKilled = killed && res.signal === 'SIGKILL';
 
     // Right after the process is gone, before the server has even noticed: one snapshot of staging.
@@ -322,7 +340,7 @@ test('SIGKILL at random moments: staging is always before-or-after, never partia
     const c2 = classify(settled, beforeRun, src);
     const o2 = await orphans(target.url);
 
-    const label = `iteration ${i} (${what}; ${letFinish ? 'let finish' : `kill after ${delay} ms`}; exit ${res.code ?? res.signal} after ${res.ms} ms)`;
+    const label = `iteration ${i} (${what}; ${letFinish ? 'let finish' : `kill ${delay} ms after ${duringStartup ? 'spawn' : 'the writer connected'}`}; exit ${res.code ?? res.signal} after ${res.ms} ms)`;
     if (wasKilled) {
       stats.kills++;
       if ((await runCount()) > runsBefore) stats.killedAfterRunStarted++;
@@ -350,6 +368,7 @@ test('SIGKILL at random moments: staging is always before-or-after, never partia
     if (gone.idleInTxMs > 5_000) problems.push(`${label}: a staging backend stayed idle in transaction for ${gone.idleInTxMs} ms after the kill`);
   }
 
+  await watcher.end();
   // Recovery: one clean run converges; verify (the CLI, exit code) agrees.
   const last = await cleanRun();
   const finalSrc = await fingerprints(source.url);

@@ -4,7 +4,7 @@ import type pg from 'pg';
 import { createHash } from 'node:crypto';
 import type { SyncedTable } from '../catalog/introspect.ts';
 import {
-  adoptLocalRows, createTempTable, LOCAL_ROWS, deleteMissing, findConflicts, planCounts, trackingTriggerDdl, upsert, keyHash, keyText, type Scope,
+  adoptLocalRows, createTempTable, LOCAL_ROWS, deleteMissing, findConflicts, planCounts, trackingTriggerDdl, insertNew, updateChanged, keyHash, keyText, type Scope,
 } from '../sql/statements.ts';
 
 export interface StagedTable {
@@ -42,8 +42,10 @@ export async function applyUpserts(target: pg.ClientBase, s: StagedTable, scope:
   const c = await target.query(`SELECT key FROM ${s.conflicts} ORDER BY key LIMIT 100`);
   const nConflicts = Number((await target.query(`SELECT count(*) AS n FROM ${s.conflicts}`)).rows[0].n);
   if (opts.dryRun) return { inserted: 0, updated: 0, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
-  const r = await target.query(upsert(s.table, s.tmp, s.conflicts));
-  return { inserted: r.rows[0].inserted, updated: r.rows[0].updated, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
+  const inserted = (await target.query(insertNew(s.table, s.tmp, s.conflicts))).rowCount ?? 0;
+  const update = updateChanged(s.table, s.tmp, s.conflicts);
+  const updated = update ? (await target.query(update)).rowCount ?? 0 : 0;
+  return { inserted, updated, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
 }
 
 export async function applyDeletes(target: pg.ClientBase, s: StagedTable, scope: Scope): Promise<number> {

@@ -56,7 +56,19 @@ interface TableWork {
   started: number;
   /** Skipped by the aggregate check: nothing to read, apply or store but the run id. */
   unchanged: boolean;
+  /** Staging's row count at the last run when nothing but this run has written since (no edits). */
+  knownTargetRows: number | null;
   total: { rows: number; hi: number; lo: number; text: string };
+}
+
+// ELARA_SYNC_DEBUG=1 prints phase timings on stderr (no values, only table names and counts).
+const debug = process.env.ELARA_SYNC_DEBUG === '1';
+let lastMark = Date.now();
+function mark(what: string): void {
+  if (!debug) return;
+  const now = Date.now();
+  process.stderr.write(`[elara-sync] ${String(now - lastMark).padStart(6)} ms  ${what}\n`);
+  lastMark = now;
 }
 
 function toSyncError(e: unknown, table?: string): SyncError {
@@ -150,6 +162,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
       }
     }
 
+    mark('totals');
     // Phase 1, parents first: find changed buckets, load their source rows, upsert.
     for (const [i, q] of ordering.upsertOrder.entries()) {
       const t = byName.get(q)!;
@@ -170,13 +183,15 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
           table: display, sourceRows: total.rows, targetRows: Number(state.target_rows), inserted: 0, updated: 0, deleted: 0,
           unchanged: total.rows, conflicts: 0, durationMs: 0,
         };
-        works.push({ t, staged: null, scope: { kind: 'all' }, fp: new Fingerprints(0), sig, failed: false, adopt: false, poisoned: [], started: tStart, result, unchanged: true, total });
+        works.push({ t, staged: null, scope: { kind: 'all' }, fp: new Fingerprints(0), sig, failed: false, adopt: false, poisoned: [], started: tStart, result, unchanged: true, total, knownTargetRows: null });
         opts.onProgress?.({ kind: 'table-start', table: display, rowsToCopy: 0, scope: 'none' });
         result.durationMs = Date.now() - tStart;
         continue;
       }
       const buckets = keepOrChooseBuckets(state?.buckets ?? null, total.rows);
+      mark(`${display}: state read`);
       const fp = await computeFingerprints(source, fingerprintSelect(t), buckets);
+      mark(`${display}: fingerprints of ${fp.rows()} rows in ${buckets} buckets`);
       if (!dryRun) await ensureTracking(target, t, runCache);
 
       let scope: Scope = { kind: 'all' };
@@ -206,8 +221,10 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
       } else if (!dryRun && hasState) {
         await target.query(`DELETE FROM elara_sync.edits WHERE table_name = $1`, [display]);
       }
+      mark(`${display}: ${rowsToCopy} rows to copy (${scope.kind})`);
       const work: TableWork = {
         t, staged: null, scope, fp, sig, failed: false, adopt: !state?.tracked_since, poisoned: [], started: tStart, unchanged: false, total,
+        knownTargetRows: stateValid && !state.edited && state.target_rows !== null ? Number(state.target_rows) : null,
         result: { table: display, sourceRows: fp.rows(), targetRows: 0, inserted: 0, updated: 0, deleted: 0, unchanged: 0, conflicts: 0, durationMs: 0 },
       };
       works.push(work);
@@ -239,8 +256,10 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
         } finally {
           stopPoll();
         }
+        mark(`${display}: copied`);
         if (work.staged) {
-          await target.query(`ANALYZE ${work.staged.tmp}`);
+          // No ANALYZE of the temp table: the planner sizes a never-analyzed table from its
+          // physical size, which is enough here, and ANALYZE costs more than it saves.
           const up = await applyUpserts(target, work.staged, scope, { adopt: work.adopt && scope.kind === 'all', dryRun });
           if (dryRun) {
             const c = await countPlanned(target, work.staged, scope);
@@ -255,6 +274,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
           }
         }
         await target.query(`RELEASE SAVEPOINT t${i}`);
+        mark(`${display}: upserted`);
         work.result.durationMs += Date.now() - tStart;
       } catch (e) {
         if ((e as { code?: string }).code === undefined || /COPY|stream/i.test((e as Error).message)) throw e;
@@ -274,6 +294,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
         try {
           work.result.deleted = await applyDeletes(target, work.staged, work.scope);
           work.result.durationMs += Date.now() - dStart;
+          mark(`${work.result.table}: deleted ${work.result.deleted}`);
           await target.query(`RELEASE SAVEPOINT d`);
         } catch (e) {
           await target.query(`ROLLBACK TO SAVEPOINT d`);
@@ -293,7 +314,9 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
         continue;
       }
       const tEnd = Date.now();
-      r.targetRows = Number((await target.query(`SELECT count(*) AS n FROM ${w.t.target.qualified}`)).rows[0].n);
+      r.targetRows = w.knownTargetRows !== null && !w.failed && !dryRun
+        ? w.knownTargetRows + r.inserted - r.deleted
+        : Number((await target.query(`SELECT count(*) AS n FROM ${w.t.target.qualified}`)).rows[0].n);
       r.unchanged = Math.max(0, r.sourceRows - r.inserted - r.updated - r.conflicts);
       if (!dryRun && !w.failed) {
         for (const b of w.poisoned) w.fp.poison(b);
@@ -311,6 +334,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
         );
       }
       r.durationMs += Date.now() - tEnd;
+      mark(`${r.table}: counted and state stored`);
       opts.onProgress?.({ kind: 'table-done', table: r.table, result: r });
     }
     const results = works.map((w) => w.result);
