@@ -119,12 +119,15 @@ export async function startSyncWorker(deps: {
   }, sweepEvery);
   sweepTimer.unref();
 
-  const runner: Runner = await run({
+  const startRunner = () => run({
     pgPool: prodPool,
     concurrency: config.sync.concurrency,
     noHandleSignals: true,
     pollInterval: 1000,
     logger: glog,
+    // Batched completion (delay 0) retries a failed "mark done/failed" with backoff; unbatched,
+    // graphile-worker 0.17 drops a connection error there as an unhandled rejection.
+    preset: { worker: { completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
     taskList: {
       [SYNC_REGISTRATION_TASK]: async (payload) => {
         const ref = payloadSchema.parse(payload);
@@ -137,6 +140,21 @@ export async function startSyncWorker(deps: {
       },
     },
   });
+  let runner: Runner = await startRunner();
+  // If graphile-worker gives up (e.g. production unreachable for long), start it again: jobs it
+  // held are released by the stale-lock sweep and re-run.
+  const supervise = (r: Runner) => {
+    r.promise.then(() => {}, (err) => {
+      if (stopping) return;
+      logger.error({ error: describeError(err) }, '[DB Sync] outbox worker stopped unexpectedly; restarting in 1 s');
+      setTimeout(() => {
+        if (stopping) return;
+        startRunner().then((next) => { runner = next; supervise(next); },
+          (e) => { logger.error({ error: describeError(e) }, '[DB Sync] outbox worker restart failed'); supervise(r); });
+      }, 1000).unref();
+    });
+  };
+  supervise(runner);
   logger.info({ concurrency: config.sync.concurrency }, '[DB Sync] outbox worker started');
   // Warm the engine's catalog (and check staging's schema) now, not on the first registration.
   syncKeys(prodPool, stagingPool, [{ table: 'Organization', keys: [] }, { table: 'User', keys: [] }],
