@@ -132,3 +132,29 @@ test('a bad config file is named with every problem', async () => {
   assert.equal(r.code, 2);
   assert.match(r.stderr, /bad\.yml has 2 problem/);
 });
+
+test('run --every repeats until SIGTERM, then stops after the run in progress', async () => {
+  const { spawn } = await import('node:child_process');
+  const { CLI } = await import('./helpers.ts');
+  const child = spawn(process.execPath, [CLI, 'run', ...from, '--every', '300ms', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no second run within 60 s: ${stderr}`)), 60_000);
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (stdout.split('\n').filter(Boolean).length >= 2) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  child.kill('SIGTERM');
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.equal(code, 0, stderr);
+  const runs = stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  assert.ok(runs.length >= 2);
+  for (const r of runs) assert.equal(r.ok, true);
+  assert.match(stderr, /stopping after the run in progress/);
+});

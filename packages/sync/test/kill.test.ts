@@ -222,7 +222,7 @@ type Size = 'small' | 'medium' | 'large';
 
 /** Random inserts, updates and deletes (including whole organizations with their users) in one production transaction. */
 async function mutateSource(size: Size): Promise<string> {
-  const k = size === 'small' ? () => int(1, 40) : size === 'medium' ? () => int(200, 1500) : () => int(1500, 4000);
+  const k = size === 'small' ? () => int(1, 30) : size === 'medium' ? () => int(50, 400) : () => int(400, 1500);
   // Roughly balanced, so the tables stay near their seeded size over the whole loop.
   const newOrgs = Math.max(1, Math.floor(k() / 4));
   const newUsers = k();

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { loadConfig, parseDuration, type SyncConfig } from '../config.ts';
 import { runSync, type RunResult, type ProgressEvent } from '../engine/run.ts';
+import { startReconcileLoop } from '../engine/loop.ts';
 import { verifySync } from '../verify/verify.ts';
 import { readRuns, readTableStates } from '../state/runs.ts';
 import { connect, redactUrl } from '../engine/connect.ts';
@@ -140,43 +141,40 @@ async function cmdRun(io: Io, values: Record<string, string | boolean | undefine
   const tables = tablesFrom(values as { tables?: string }, config);
   const every = values.every ? parseDuration(values.every as string) : null;
   if (every !== null && dryRun) throw new SyncError('E_CONFIG', '--every works with run, not plan', 'drop --every');
-  let stopping = false;
-  let wake: (() => void) | null = null;
-  const onSignal = () => {
-    stopping = true;
-    wake?.();
-  };
-  if (every !== null) {
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-  }
-  let code = 0;
-  do {
-    const progress = progressReporter(io, io.isTTY && !json);
-    const r = await runSync({
-      sourceUrl, targetUrl, tables, dryRun,
-      allowProductionTarget: Boolean(values['allow-production-target']) || config.allowProductionTarget,
-      statementTimeoutMs: config.statementTimeoutMs,
-      onProgress: progress.onProgress,
-    });
-    progress.stop();
+  const allowProductionTarget = Boolean(values['allow-production-target']) || config.allowProductionTarget;
+  const report = (r: RunResult): number => {
     if (json) io.out(runJson(r));
     else printRunHuman(io, r, dryRun);
     if (r.error) {
       if (!json) printError(io, r.error, false);
-      code = 2;
-    } else {
-      code = r.ok ? 0 : 1;
+      return 2;
     }
-    if (every === null || stopping) break;
-    await new Promise<void>((res) => {
-      const timer = setTimeout(res, every);
-      wake = () => {
-        clearTimeout(timer);
-        res();
-      };
+    return r.ok ? 0 : 1;
+  };
+  if (every === null) {
+    const progress = progressReporter(io, io.isTTY && !json);
+    const r = await runSync({
+      sourceUrl, targetUrl, tables, dryRun, allowProductionTarget, statementTimeoutMs: config.statementTimeoutMs, onProgress: progress.onProgress,
     });
-  } while (!stopping);
+    progress.stop();
+    return report(r);
+  }
+  // --every: one run now, then one per interval, until SIGTERM/SIGINT (after the run in progress).
+  let code = 0;
+  const loop = startReconcileLoop({
+    sourceUrl, targetUrl, tables, allowProductionTarget, statementTimeoutMs: config.statementTimeoutMs, intervalMs: every,
+    onResult: (r) => {
+      code = report(r);
+    },
+  });
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      io.err('elara-sync: stopping after the run in progress');
+      void loop.stop().then(resolve);
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
   return code;
 }
 
