@@ -40,7 +40,6 @@ export function startReconcileLoop(
       await runOnce();
       schedule(options.intervalMs);
     }, delay);
-    timer.unref?.();
   };
   schedule(options.firstDelayMs ?? 0);
 
