@@ -76,7 +76,7 @@ describe('auth API without staging (STAGING_DATABASE_URL unset)', () => {
     assertErrorShape(await server.app.inject({ method: 'POST', url: REGISTER }), 400);
     assertErrorShape(await server.app.inject({ method: 'POST', url: REGISTER, headers: json, payload: '[1,2]' }), 400, 'E_VALIDATION');
     assertErrorShape(await server.app.inject({ method: 'POST', url: REGISTER, headers: json, payload: '{"email": ' }), 400, 'E_INVALID_JSON');
-    assertErrorShape(await server.app.inject({ method: 'POST', url: REGISTER, headers: json, payload: '{"__proto__": {"x": 1}}' }), 400);
+    assertErrorShape(await server.app.inject({ method: 'POST', url: REGISTER, headers: json, payload: '{"__proto__": {"x": 1}}' }), 400, 'E_INVALID_JSON');
     assertErrorShape(await server.app.inject({ method: 'POST', url: REGISTER, headers: json, payload: registration({ organizationName: 'a\u0000b' }) }), 400, 'E_VALIDATION');
   });
 

@@ -5,6 +5,7 @@ import { SignJWT, UnsecuredJWT, base64url } from 'jose';
 import { createTestDatabase, sql, type TestDatabase } from '@elara/testkit';
 import { migrateDatabase } from '../src/db/migrate.ts';
 import { FAST_ENV, json, registration, startTestServer } from './helpers.ts';
+import type { InjectOptions } from 'fastify';
 import type { RunningServer } from '../src/server.ts';
 
 const A = '/api/v2/auth';
@@ -12,19 +13,27 @@ const key = new TextEncoder().encode(FAST_ENV.JWT_SECRET);
 
 describe('tokens', () => {
   let prod: TestDatabase;
-  let server: RunningServer;
+  let server: RunningServer & { logs: { text(): string } };
+  const seen: string[] = [];
   let reg: any;
   let body: ReturnType<typeof registration>;
 
-  const me = (token: string) => server.app.inject({ url: `${A}/me`, headers: { authorization: `Bearer ${token}` } });
-  const refresh = (refreshToken: string) => server.app.inject({ method: 'POST', url: `${A}/refresh`, headers: json, payload: { refreshToken } });
+  // Every token and secret the API hands out is kept, to check the logs against at the end.
+  const inject = async (opts: InjectOptions) => {
+    const res = await server.app.inject(opts);
+    for (const m of res.body.matchAll(/"(accessToken|refreshToken|apiSecret)":"([^"]+)"/g)) seen.push(m[2]!);
+    return res;
+  };
+  const me = (token: string) => inject({ url: `${A}/me`, headers: { authorization: `Bearer ${token}` } });
+  const refresh = (refreshToken: string) => inject({ method: 'POST', url: `${A}/refresh`, headers: json, payload: { refreshToken } });
 
   before(async () => {
     prod = await createTestDatabase('backend_tokens_prod');
     await migrateDatabase(prod.url, { outbox: true });
-    server = await startTestServer({ DATABASE_URL: prod.url }, 'warn');
+    server = await startTestServer({ DATABASE_URL: prod.url }, 'trace');
     body = registration();
-    const res = await server.app.inject({ method: 'POST', url: `${A}/register`, headers: json, payload: body });
+    seen.push(body.password);
+    const res = await inject({ method: 'POST', url: `${A}/register`, headers: json, payload: body });
     assert.equal(res.statusCode, 201);
     reg = res.json();
   });
@@ -78,20 +87,20 @@ describe('tokens', () => {
   }
 
   test('/me without Authorization → 401', async () => {
-    const res = await server.app.inject({ url: `${A}/me` });
+    const res = await inject({ url: `${A}/me` });
     assert.equal(res.statusCode, 401);
     assert.equal(res.json().code, 'E_UNAUTHORIZED');
   });
 
   test('login: wrong password and unknown email → the same 401', async () => {
-    const a = await server.app.inject({ method: 'POST', url: `${A}/login`, headers: json, payload: { email: body.email, password: 'wrong-password-123' } });
-    const b = await server.app.inject({ method: 'POST', url: `${A}/login`, headers: json, payload: { email: 'nobody@example.com', password: 'wrong-password-123' } });
+    const a = await inject({ method: 'POST', url: `${A}/login`, headers: json, payload: { email: body.email, password: 'wrong-password-123' } });
+    const b = await inject({ method: 'POST', url: `${A}/login`, headers: json, payload: { email: 'nobody@example.com', password: 'wrong-password-123' } });
     assert.equal(a.statusCode, 401);
     assert.deepEqual(a.json(), b.json());
   });
 
   test('login → tokens; lastLoginAt set', async () => {
-    const res = await server.app.inject({ method: 'POST', url: `${A}/login`, headers: json, payload: { email: body.email.toUpperCase(), password: body.password } });
+    const res = await inject({ method: 'POST', url: `${A}/login`, headers: json, payload: { email: body.email.toUpperCase(), password: body.password } });
     assert.equal(res.statusCode, 200, res.body);
     assert.equal(res.headers['cache-control'], 'no-store');
     assert.ok(res.json().user.lastLoginAt);
@@ -129,7 +138,7 @@ describe('tokens', () => {
   });
 
   test('an expired refresh token is refused', async () => {
-    const login = await server.app.inject({ method: 'POST', url: `${A}/login`, headers: json, payload: { email: body.email, password: body.password } });
+    const login = await inject({ method: 'POST', url: `${A}/login`, headers: json, payload: { email: body.email, password: body.password } });
     const t = login.json().refreshToken;
     const { createHash } = await import('node:crypto');
     await sql(prod.url, `UPDATE "RefreshToken" SET "expiresAt" = now() - interval '1 second' WHERE "tokenHash" = $1`, [createHash('sha256').update(t).digest('hex')]);
@@ -138,18 +147,26 @@ describe('tokens', () => {
   });
 
   test('logout revokes the session; unknown tokens get the same 204', async () => {
-    const login = await server.app.inject({ method: 'POST', url: `${A}/login`, headers: json, payload: { email: body.email, password: body.password } });
+    const login = await inject({ method: 'POST', url: `${A}/login`, headers: json, payload: { email: body.email, password: body.password } });
     const t = login.json().refreshToken;
-    const out = await server.app.inject({ method: 'POST', url: `${A}/logout`, headers: json, payload: { refreshToken: t } });
+    const out = await inject({ method: 'POST', url: `${A}/logout`, headers: json, payload: { refreshToken: t } });
     assert.equal(out.statusCode, 204);
     assert.equal((await refresh(t)).statusCode, 401);
-    const unknown = await server.app.inject({ method: 'POST', url: `${A}/logout`, headers: json, payload: { refreshToken: 'elara_rt_unknown' } });
+    const unknown = await inject({ method: 'POST', url: `${A}/logout`, headers: json, payload: { refreshToken: 'elara_rt_unknown' } });
     assert.equal(unknown.statusCode, 204);
   });
 
   test('refresh with unknown fields or no token → 400', async () => {
-    const res = await server.app.inject({ method: 'POST', url: `${A}/refresh`, headers: json, payload: { refreshToken: 'x', extra: 1 } });
+    const res = await inject({ method: 'POST', url: `${A}/refresh`, headers: json, payload: { refreshToken: 'x', extra: 1 } });
     assert.equal(res.statusCode, 400);
     assert.equal(res.json().code, 'E_UNKNOWN_FIELD');
+  });
+
+  test('the logs (at trace level) contain none of the passwords, tokens or secrets handed out', () => {
+    const logs = server.logs.text();
+    assert.ok(seen.length >= 10, `collected ${seen.length} secrets`);
+    for (const secret of seen) assert.ok(!logs.includes(secret), 'a secret appeared in the logs');
+    assert.ok(!logs.includes('$argon2'), 'a password hash appeared in the logs');
+    assert.ok(!/authorization/i.test(logs) || !/Bearer ey/.test(logs), 'an Authorization header appeared in the logs');
   });
 });
