@@ -9,7 +9,7 @@ import { createDatabases, registration, sql, waitFor, FAST_ENV, type Databases }
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 const KILLS = Number(process.env.CRASH_KILLS ?? 20);
 
-interface Child { url: string; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>; kill(): void; output(): string }
+interface Child { url: string; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>; kill(): void; term(): void; output(): string }
 
 function startChild(env: Record<string, string>): Promise<Child> {
   const child = spawn(process.execPath, ['--import', 'tsx', MAIN], {
@@ -22,7 +22,7 @@ function startChild(env: Record<string, string>): Promise<Child> {
     const onData = (chunk: Buffer) => {
       out += chunk.toString();
       const m = /"url":"(http:\/\/[^"]+)"/.exec(out);
-      if (m) resolve({ url: m[1]!, exited, kill: () => child.kill('SIGKILL'), output: () => out });
+      if (m) resolve({ url: m[1]!, exited, kill: () => child.kill('SIGKILL'), term: () => child.kill('SIGTERM'), output: () => out });
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', onData);
@@ -72,4 +72,18 @@ test(`SIGKILL after the production commit ${KILLS} times → every committed reg
     child.kill();
     await child.exited;
   }
+});
+
+test('SIGTERM: stops accepting, drains the worker, closes the pools, exits 0; the registration is in staging', async () => {
+  const child = await startChild({ DATABASE_URL: dbs.prod.url, STAGING_DATABASE_URL: dbs.staging.url });
+  const body = registration();
+  const res = await fetch(`${child.url}/api/v2/auth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  assert.equal(res.status, 201);
+  const { user } = (await res.json()) as { user: { id: string } };
+  await waitFor(async () => (await sql(dbs.staging.url, 'SELECT 1 FROM "User" WHERE id = $1', [user.id])).rowCount, 10_000, 20);
+  child.term();
+  const { code } = await child.exited;
+  assert.equal(code, 0, child.output());
+  assert.match(child.output(), /"msg":"stopped"/);
+  assert.ok(!child.output().includes(body.password));
 });
