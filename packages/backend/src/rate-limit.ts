@@ -26,6 +26,21 @@ export class RateLimiter {
     }
   }
 
+  /** Throws the 429 if `key` is already at its limit, without counting this attempt. */
+  check(key: string, now = Date.now()): void {
+    const entry = this.#hits.get(key);
+    if (entry && entry.resetAt > now && entry.count >= this.limit) {
+      const retryAfter = Math.max(1, Math.ceil((entry.resetAt - now) / 1000));
+      throw new ApiError(429, 'E_RATE_LIMITED', `too many attempts; retry after ${retryAfter} s`, undefined,
+        { 'retry-after': String(retryAfter) });
+    }
+  }
+
+  /** Counts one attempt without throwing (e.g. a failed login, counted after the fact). */
+  record(key: string, now = Date.now()): void {
+    try { this.hit(key, now); } catch { /* already over the limit; the next check() answers 429 */ }
+  }
+
   close(): void { clearInterval(this.#timer); }
 
   #sweep(now = Date.now()): void {

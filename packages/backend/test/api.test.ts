@@ -121,6 +121,19 @@ describe('auth API without staging (STAGING_DATABASE_URL unset)', () => {
     assert.ok(Number(last!.headers['retry-after']) > 0);
   });
 
+  test('per email, failed logins are limited and successful ones are not', async () => {
+    const body = registration();
+    assert.equal((await server.app.inject({ method: 'POST', url: REGISTER, headers: json, payload: body })).statusCode, 201);
+    const login = (password: string) => server.app.inject({ method: 'POST', url: '/api/v2/auth/login', headers: json, payload: { email: body.email, password } });
+    for (let i = 0; i < 5; i++) assert.equal((await login(body.password)).statusCode, 200);
+    const codes: number[] = [];
+    for (let i = 0; i < 4; i++) codes.push((await login('wrong-password-x')).statusCode);
+    assert.deepEqual(codes, [401, 401, 401, 429]);
+    const blocked = await login(body.password);
+    assertErrorShape(blocked, 429, 'E_RATE_LIMITED');
+    assert.ok(Number(blocked.headers['retry-after']) > 0);
+  });
+
   test('404 in the same error shape', async () => {
     assertErrorShape(await server.app.inject({ url: '/api/v2/nope' }), 404, 'E_NOT_FOUND');
   });

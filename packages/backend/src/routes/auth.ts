@@ -143,14 +143,18 @@ export async function authRoutes(app: FastifyInstance, opts: { deps: AppDeps; db
 
   app.post('/login', async (req) => {
     const body = parse(loginBody, req.body);
-    emailLimiter.hit(`login|${body.email}`);
+    // Per email, only failed logins count: a user who logs in often is not throttled.
+    const emailKey = `login|${body.email}`;
+    emailLimiter.check(emailKey);
     const [user] = await db.select().from(schema.user).where(eq(schema.user.email, body.email)).limit(1);
     if (!user || !user.isActive) {
       await deps.hasher.dummyVerify(body.password);
+      emailLimiter.record(emailKey);
       throw new ApiError(401, 'E_INVALID_CREDENTIALS', 'email or password is wrong');
     }
     const ok = await deps.hasher.verify(user.passwordHash, body.password);
     if (!ok) {
+      emailLimiter.record(emailKey);
       await db.insert(schema.auditLog).values({ action: 'user.login', outcome: 'failure', userId: user.id, organizationId: user.organizationId, ...auditContext(req) });
       throw new ApiError(401, 'E_INVALID_CREDENTIALS', 'email or password is wrong');
     }
