@@ -16,7 +16,7 @@ import { LOCK_APPLY } from '../src/state/schema.ts';
 
 const CLI = fileURLToPath(new URL('../bin/elara-sync.js', import.meta.url));
 const KILLS = Number(process.env.KILL_KILLS ?? 20);
-const MAX_ITERATIONS = 2 * KILLS;
+const MAX_ITERATIONS = 3 * KILLS;
 const SEED = Number(process.env.KILL_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const ORGS = 7_000;
 const USERS = 21_000;
