@@ -82,8 +82,16 @@ export async function startProxy(targetPort: number, targetHost = '127.0.0.1') {
   const sockets = new Set<import('node:net').Socket>();
   let server: import('node:net').Server | null = null;
   let port = 0;
+  let blackholed = false;
   const listen = () => new Promise<void>((resolve, reject) => {
     server = net.createServer((client) => {
+      if (blackholed) {
+        // Accept and never answer: the client's connect/statement timeouts must fire.
+        sockets.add(client);
+        client.on('close', () => sockets.delete(client));
+        client.on('error', () => {});
+        return;
+      }
       const upstream = net.connect(targetPort, targetHost);
       for (const s of [client, upstream]) { sockets.add(s); s.on('close', () => sockets.delete(s)); s.on('error', () => {}); }
       client.pipe(upstream).pipe(client);
@@ -104,6 +112,11 @@ export async function startProxy(targetPort: number, targetHost = '127.0.0.1') {
       if (s) await new Promise<void>((r) => s.close(() => r()));
     },
     async start() { if (!server) await listen(); },
+    /** Keep the port open but stop answering (and cut live connections). */
+    blackhole(on: boolean) {
+      blackholed = on;
+      if (on) for (const sock of sockets) sock.destroy();
+    },
   };
 }
 

@@ -106,4 +106,23 @@ describe('immediate staging sync', () => {
     process.stderr.write(`# backlog of ${ids.length} delivered ${Date.now() - t} ms after staging returned\n`);
     await waitFor(async () => (await metricValue(server, 'elara_outbox_backlog_jobs')) === 0, 5000, 50);
   });
+
+  test('staging not answering (timeouts) → registrations unaffected; failures counted; delivered once it answers', async () => {
+    const failuresBefore = await metricValue(server, 'elara_immediate_sync_total{result="failure"}');
+    proxy.blackhole(true);
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      const res = await server.app.inject({ method: 'POST', url: REGISTER, headers: json, payload: registration() });
+      assert.equal(res.statusCode, 201);
+      assert.ok(performance.now() - t < 1000, 'a registration never waits for the staging connect timeout');
+      ids.push(res.json().user.id);
+    }
+    // STAGING_CONNECT_TIMEOUT_MS is 1000 in the tests.
+    await waitFor(async () => (await metricValue(server, 'elara_immediate_sync_total{result="failure"}')) >= failuresBefore + 3, 10_000, 50);
+    assert.ok(server.logs.text().includes('timeout'), 'the timeout is logged');
+    proxy.blackhole(false);
+    await waitFor(async () => (await sql(dbs.staging.url, 'SELECT count(*)::int AS n FROM "User" WHERE id = ANY($1::uuid[])', [ids])).rows[0].n === ids.length, 15_000, 50);
+  });
 });
+
