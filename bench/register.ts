@@ -1,7 +1,9 @@
 // npm run bench:register — registration latency with staging up, down (closed port) and unset, and
 // production→staging visibility delay, on real local PostgreSQL (127.0.0.1:5432, as the tests).
 // The server runs in this process (startServer, real HTTP on 127.0.0.1); requests are sequential.
-// Env: BENCH_N (registrations per scenario and round, default 200), BENCH_ROUNDS (default 2).
+// Env: BENCH_N (registrations per scenario and round, default 200), BENCH_ROUNDS (default 2),
+// BENCH_PAUSE_MS (pause between registrations, default 0 = back to back; with a pause, the sync of
+// one registration does not overlap the next registration on this 2-core machine).
 import { createServer } from 'node:net';
 import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from '@elara/testkit';
@@ -12,6 +14,7 @@ import { startServer } from '../packages/backend/src/server.ts';
 const N = Number(process.env.BENCH_N ?? 200);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const WARMUP = 20;
+const PAUSE_MS = Number(process.env.BENCH_PAUSE_MS ?? 0);
 
 type Scenario = 'unset' | 'up' | 'down';
 
@@ -87,6 +90,7 @@ async function main() {
               latency[sc].push(t1 - t0);
               if (sc === 'up') responded.set(json.user!.id, t1);
             }
+            if (PAUSE_MS > 0) await new Promise((r) => setTimeout(r, PAUSE_MS));
           }
           if (sc === 'up') {
             const h = (await server.metrics.immediateSyncDuration.get()).values;
@@ -116,7 +120,7 @@ async function main() {
       ['staging down (closed port)', latency.down],
     ] as const;
     const f = (x: number) => x.toFixed(2).padStart(8);
-    console.log(`\nregistration latency, ${N * ROUNDS} sequential requests per scenario (${ROUNDS} interleaved rounds, ${WARMUP} warm-up each), HTTP on 127.0.0.1`);
+    console.log(`\nregistration latency, ${N * ROUNDS} sequential requests per scenario (${ROUNDS} interleaved rounds, ${WARMUP} warm-up each, ${PAUSE_MS ? `${PAUSE_MS} ms pause between requests` : 'back to back'}), HTTP on 127.0.0.1`);
     console.log('| scenario                   |  p50 ms  |  p99 ms  | p50 vs unset | p99 vs unset |');
     console.log('|----------------------------|----------|----------|--------------|--------------|');
     for (const [name, xs] of rows) {
