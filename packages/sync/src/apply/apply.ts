@@ -4,7 +4,7 @@ import type pg from 'pg';
 import { createHash } from 'node:crypto';
 import type { SyncedTable } from '../catalog/introspect.ts';
 import {
-  adoptLocalRows, createTempTable, LOCAL_ROWS, deleteMissing, findConflicts, planCounts, trackingTriggerDdl, insertNew, updateChanged, keyHash, keyText, type Scope,
+  adoptLocalRows, createTempTable, LOCAL_ROWS, deleteMissing, findConflicts, planCounts, trackingTriggerDdl, insertNew, updateChanged, freeUniqueValues, keyHash, keyText, type Scope,
 } from '../sql/statements.ts';
 
 export interface StagedTable {
@@ -28,6 +28,8 @@ export async function stageTable(target: pg.ClientBase, t: SyncedTable, index: n
 export interface UpsertOutcome {
   inserted: number;
   updated: number;
+  /** Rows deleted early to free a unique value (see freeUniqueValues). */
+  deleted: number;
   conflicts: number;
   conflictKeys: string[];
 }
@@ -41,11 +43,17 @@ export async function applyUpserts(target: pg.ClientBase, s: StagedTable, scope:
   for (const q of findConflicts(s.table, s.tmp, s.conflicts, s.localRows)) await target.query(q.text, q.values);
   const c = await target.query(`SELECT key FROM ${s.conflicts} ORDER BY key LIMIT 100`);
   const nConflicts = Number((await target.query(`SELECT count(*) AS n FROM ${s.conflicts}`)).rows[0].n);
-  if (opts.dryRun) return { inserted: 0, updated: 0, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
+  if (opts.dryRun) return { inserted: 0, updated: 0, deleted: 0, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
+  let deleted = 0;
+  for (const q of freeUniqueValues(s.table, s.tmp, s.conflicts, scope, s.localRows)) {
+    const r = await target.query(q.text, q.values);
+    if (q.kind === 'delete') deleted += r.rowCount ?? 0;
+  }
+  // New rows first, so changed rows may point at them (FKs are checked per statement).
   const inserted = (await target.query(insertNew(s.table, s.tmp, s.conflicts))).rowCount ?? 0;
   const update = updateChanged(s.table, s.tmp, s.conflicts);
   const updated = update ? (await target.query(update)).rowCount ?? 0 : 0;
-  return { inserted, updated, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
+  return { inserted, updated, deleted, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
 }
 
 export async function applyDeletes(target: pg.ClientBase, s: StagedTable, scope: Scope): Promise<number> {

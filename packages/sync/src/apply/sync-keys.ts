@@ -113,12 +113,12 @@ export async function syncKeys(
         await client.query(`INSERT INTO ${s.tmp} (${columnList(t)}) VALUES ${tuples.join(', ')}`, values);
       }
       const up = await applyUpserts(client, s, { kind: 'keys', keysTable }, { adopt: false, dryRun: false });
-      results.set(q, { table: t.target.display, upserted: up.inserted + up.updated, deleted: 0, unchanged: data.length - up.inserted - up.updated - up.conflicts, conflicts: up.conflicts });
+      results.set(q, { table: t.target.display, upserted: up.inserted + up.updated, deleted: up.deleted, unchanged: data.length - up.inserted - up.updated - up.conflicts, conflicts: up.conflicts });
       staged.set(q, { s, keysTable });
     }
     for (const q of order.deleteOrder) {
       const { s, keysTable } = staged.get(q)!;
-      results.get(q)!.deleted = await applyDeletes(client, s, { kind: 'keys', keysTable });
+      results.get(q)!.deleted += await applyDeletes(client, s, { kind: 'keys', keysTable });
     }
     await client.query('COMMIT');
   } catch (e) {

@@ -265,7 +265,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
             const c = await countPlanned(target, work.staged, scope);
             Object.assign(work.result, { inserted: c.inserted, updated: c.updated, deleted: c.deleted });
           } else {
-            Object.assign(work.result, { inserted: up.inserted, updated: up.updated });
+            Object.assign(work.result, { inserted: up.inserted, updated: up.updated, deleted: up.deleted });
           }
           work.result.conflicts = up.conflicts;
           if (up.conflicts > 0) {
@@ -292,7 +292,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
         await target.query(`SAVEPOINT d`);
         const dStart = Date.now();
         try {
-          work.result.deleted = await applyDeletes(target, work.staged, work.scope);
+          work.result.deleted += await applyDeletes(target, work.staged, work.scope);
           work.result.durationMs += Date.now() - dStart;
           mark(`${work.result.table}: deleted ${work.result.deleted}`);
           await target.query(`RELEASE SAVEPOINT d`);
@@ -348,7 +348,12 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
       await target.query('COMMIT');
     }
     await source.query('COMMIT');
-    return { ok: !anyProblem, skipped: false, runId, durationMs: Date.now() - started, order, tables: results };
+    const failed = works.filter((w) => w.failed);
+    for (const w of failed) w.result.unchanged = 0;
+    const error = failed.length === 0 ? undefined : new SyncError('E_APPLY',
+      `staging rejected the changes of ${failed.map((w) => w.result.table).join(', ')}: ${failed.map((w) => w.result.error).join('; ')}`,
+      'those tables were left as they were (the other tables were synced); fix the cause and run again — see docs/errors.md');
+    return { ok: !anyProblem, skipped: false, runId, durationMs: Date.now() - started, order, tables: results, error };
   } catch (e) {
     const err = toSyncError(e);
     if (target) {

@@ -151,12 +151,65 @@ export function findConflicts(t: SyncedTable, tmp: string, conflicts: string, lo
  * updateChanged, so an updated row may reference a row inserted in the same run (FKs are checked
  * at the end of each statement; across tables they are deferred when deferrable).
  */
-export function insertNew(t: SyncedTable, tmp: string, conflicts: string): string {
+export function insertNew(t: SyncedTable, tmp: string, conflicts: string, opts: { skipUniqueCollisions?: boolean } = {}): string {
   const cols = columnList(t);
+  const collisions = opts.skipUniqueCollisions
+    ? syncedUniques(t).map((u) => `
+      AND NOT EXISTS (SELECT 1 FROM ${t.target.qualified} t WHERE ${uniqueJoin(u, 't', 's')})`).join('')
+    : '';
   return `INSERT INTO ${t.target.qualified} (${cols})
     SELECT ${cols} FROM ${tmp} s
     WHERE NOT EXISTS (SELECT 1 FROM ${t.target.qualified} t WHERE ${pkJoin(t.target, 't', 's')})
-      AND NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${keyText(t.target, 's')})`;
+      AND NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${keyText(t.target, 's')})${collisions}`;
+}
+
+/** Unique constraints whose columns are all synced (the others cannot collide through us). */
+export function syncedUniques(t: SyncedTable): string[][] {
+  return t.target.uniques.filter((u) => u.every((c) => t.columns.some((col) => col.name === c)));
+}
+
+function uniqueJoin(u: string[], a: string, b: string): string {
+  return u.map((c) => `${a}.${quoteIdent(c)} = ${b}.${quoteIdent(c)}`).join(' AND ');
+}
+
+/**
+ * Frees unique values before rows are written. Unique indexes are checked row by row, so a value
+ * production moved from one row to another (an erased user's email registered again, two users
+ * swapping emails, an organization re-created with the apiKey of a deleted one) would collide
+ * with the row staging still has. A staging row that holds a value some other incoming row needs
+ * cannot keep it (production is unique), so it is given a placeholder: a text column of the
+ * constraint set to a marker plus the row's own key. The row is then updated or deleted later in
+ * the same transaction, in FK order. (No delete here: a doomed parent may still have children in
+ * staging until the children-first delete phase.) Constraints without a text column fall back to
+ * deleting such rows early, when production no longer has them.
+ */
+export function freeUniqueValues(t: SyncedTable, tmp: string, conflicts: string, scope: Scope, localRows = LOCAL_ROWS): Array<{ text: string; values: unknown[]; kind: 'delete' | 'placeholder' }> {
+  const out: Array<{ text: string; values: unknown[]; kind: 'delete' | 'placeholder' }> = [];
+  const k = keyText(t.target, 't');
+  const wanted = (u: string[]) => `EXISTS (SELECT 1 FROM ${tmp} s2 WHERE ${uniqueJoin(u, 's2', 't')} AND NOT (${pkJoin(t.target, 's2', 't')})
+            AND NOT EXISTS (SELECT 1 FROM ${conflicts} c2 WHERE c2.key = ${keyText(t.target, 's2')}))`;
+  const notLocal = `NOT EXISTS (SELECT 1 FROM ${localRows} l WHERE l.table_name = $1 AND l.key = ${k})
+          AND NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${k})`;
+  for (const u of syncedUniques(t)) {
+    const textCol = u.map((c) => t.columns.find((x) => x.name === c)!).find((c) => /^(text|character varying.*|citext)$/.test(c.type));
+    if (textCol) {
+      out.push({
+        kind: 'placeholder',
+        text: `UPDATE ${t.target.qualified} t SET ${quoteIdent(textCol.name)} = E'\\u0001elara-sync ' || ${k}
+          WHERE ${wanted(u)} AND ${notLocal}`,
+        values: [t.target.display],
+      });
+    } else {
+      out.push({
+        kind: 'delete',
+        text: `DELETE FROM ${t.target.qualified} t
+          WHERE ${scopePredicate(t.target, 't', scope)} AND ${wanted(u)}
+            AND NOT EXISTS (SELECT 1 FROM ${tmp} s WHERE ${pkJoin(t.target, 's', 't')}) AND ${notLocal}`,
+        values: [t.target.display],
+      });
+    }
+  }
+  return out;
 }
 
 /**
