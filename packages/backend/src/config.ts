@@ -34,6 +34,16 @@ const envSchema = z.object({
   /** Test-only fault injection; see README. Unset in any real deployment. */
   ELARA_FAILPOINT: z.enum(['after_prod_commit']).optional(),
   TRUST_PROXY: bool.default(false),
+  /** Bearer token for GET /api/v2/sync/status and the /sync page (operators, dashboards). */
+  OPS_TOKEN: z.string().min(32, 'must be at least 32 characters of random data').optional(),
+  /** Tables the reconcile syncs and the status page shows. */
+  SYNC_TABLES: z.string().regex(/^[^,]+(,[^,]+)*$/, 'a comma-separated list of tables').default('Organization,User'),
+  /** Run the reconcile in this process every interval (e.g. 5m); unset: a CronJob runs it. */
+  RECONCILE_INTERVAL: z.string().regex(/^\d+(ms|s|m|h)$/, 'a duration like 30s, 5m or 1h').optional(),
+  /** The reconcile schedule the status page judges lag against, when the CronJob runs it. */
+  RECONCILE_EXPECTED_INTERVAL: z.string().regex(/^\d+(ms|s|m|h)$/, 'a duration like 30s, 5m or 1h').default('5m'),
+  /** Embedded default only: the status API and /sync page need no token from 127.0.0.1. */
+  STATUS_OPEN_ON_LOOPBACK: bool.default(false),
 }).superRefine((env, ctx) => {
   if (env.NODE_ENV === 'production' && !env.JWT_SECRET) {
     ctx.addIssue({ code: 'custom', path: ['JWT_SECRET'], message: 'is required when NODE_ENV=production' });
@@ -54,7 +64,19 @@ export interface Config {
   readonly sync: { readonly concurrency: number; readonly maxAttempts: number; readonly staleLockSeconds: number; readonly probeIntervalMs: number };
   readonly failpoint: 'after_prod_commit' | null;
   readonly trustProxy: boolean;
+  readonly ops: {
+    readonly token: string | null;
+    readonly tables: readonly string[];
+    readonly reconcileIntervalMs: number | null;
+    readonly expectedIntervalMs: number;
+    readonly openOnLoopback: boolean;
+  };
 }
+
+const durationMs = (s: string): number => {
+  const m = /^(\d+)(ms|s|m|h)$/.exec(s)!;
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+};
 
 export class ConfigError extends Error {
   constructor(readonly issues: string[]) {
@@ -90,6 +112,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       probeIntervalMs: e.SYNC_PROBE_INTERVAL_MS,
     }),
     failpoint: e.ELARA_FAILPOINT ?? null,
+    ops: Object.freeze({
+      token: e.OPS_TOKEN ?? null,
+      tables: Object.freeze(e.SYNC_TABLES.split(',').map((t) => t.trim())),
+      reconcileIntervalMs: e.RECONCILE_INTERVAL ? durationMs(e.RECONCILE_INTERVAL) : null,
+      expectedIntervalMs: durationMs(e.RECONCILE_INTERVAL ?? e.RECONCILE_EXPECTED_INTERVAL),
+      openOnLoopback: e.STATUS_OPEN_ON_LOOPBACK,
+    }),
     trustProxy: e.TRUST_PROXY,
   };
   return Object.freeze(config);

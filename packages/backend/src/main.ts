@@ -1,8 +1,9 @@
 // `npm start`. With DATABASE_URL set it serves that database (and STAGING_DATABASE_URL, if set).
 // Without it, it starts an embedded PostgreSQL with elara_production and elara_staging, migrates
-// both, marks production, then starts the API and the outbox worker and prints a curl to try.
-//
-// TODO(engine author): the reconcile loop (`elara-sync run --every 5m`, in-process) is added here.
+// both, marks production, then starts the API, the outbox worker and the reconcile loop
+// (`elara-sync run` every 5 minutes, in-process) and prints a curl to try.
+import { writeFileSync } from 'node:fs';
+import pg from 'pg';
 import { fileURLToPath } from 'node:url';
 import { ensureDatabase, startEmbeddedPostgres, type EmbeddedPostgresHandle } from './db/embedded.ts';
 import { markProduction, migrateDatabase } from './db/migrate.ts';
@@ -19,6 +20,16 @@ process.on('unhandledRejection', (reason) => {
   process.stderr.write(`${JSON.stringify({ level: 50, time: Date.now(), service: 'elara-backend', error: { message: reason instanceof Error ? reason.message : String(reason) }, msg: 'unhandled promise rejection (process kept running)' })}\n`);
 });
 
+async function allowConnections(adminUrl: string, database: string): Promise<void> {
+  const c = new pg.Client({ connectionString: adminUrl });
+  await c.connect();
+  try {
+    await c.query(`ALTER DATABASE "${database}" ALLOW_CONNECTIONS true`);
+  } finally {
+    await c.end();
+  }
+}
+
 let embedded: EmbeddedPostgresHandle | null = null;
 try {
   let env = process.env;
@@ -27,13 +38,23 @@ try {
     embedded = await startEmbeddedPostgres(`${REPO_ROOT}.elara/pg`, say);
     await ensureDatabase(embedded.url('postgres'), 'elara_production');
     await ensureDatabase(embedded.url('postgres'), 'elara_staging');
+    // A previous `npm run staging:down` may have left staging refusing connections.
+    await allowConnections(embedded.url('postgres'), 'elara_staging');
     const prod = embedded.url('elara_production');
     const staging = embedded.url('elara_staging');
     await migrateDatabase(prod, { outbox: true });
     await markProduction(prod);
     await migrateDatabase(staging);
     say('migrated elara_production and elara_staging');
-    env = { ...process.env, DATABASE_URL: prod, STAGING_DATABASE_URL: process.env.STAGING_DATABASE_URL || staging };
+    env = {
+      ...process.env,
+      DATABASE_URL: prod,
+      STAGING_DATABASE_URL: process.env.STAGING_DATABASE_URL || staging,
+      RECONCILE_INTERVAL: process.env.RECONCILE_INTERVAL || '5m',
+      // Local only (the embedded server and the API listen on 127.0.0.1): no token for /sync.
+      STATUS_OPEN_ON_LOOPBACK: process.env.STATUS_OPEN_ON_LOOPBACK || '1',
+    };
+    writeFileSync(`${REPO_ROOT}.elara/embedded.json`, JSON.stringify({ port: embedded.port }));
   }
   const server = await startServer({ env, afterClose: async () => { await embedded?.stop(); } });
   const body = JSON.stringify({ email: 'ada@example.com', password: 'correct horse battery staple', organizationName: 'Acme Corp', firstName: 'Ada', lastName: 'Lovelace' });
@@ -47,6 +68,12 @@ try {
   ];
   if (embedded) {
     lines.push('', 'Then see it in staging:', `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_staging -c 'SELECT email, "organizationId" FROM "User"'`);
+  }
+  lines.push('', `Sync dashboard: ${server.url}/sync`);
+  if (embedded) {
+    lines.push('Reconcile: every 5 minutes in this process; run one now with:',
+      `  DATABASE_URL=${embedded.url('elara_production')} STAGING_DATABASE_URL=${embedded.url('elara_staging')} npx elara-sync run`,
+      'Simulate a staging outage and recovery: npm run staging:down / npm run staging:up');
   }
   lines.push('', 'Stop with Ctrl-C.', '');
   // After the start-up log lines (pino writes asynchronously), not in between them.

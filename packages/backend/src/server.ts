@@ -12,6 +12,9 @@ import { migrateOutbox } from './db/migrate.ts';
 import { redactUrl } from './db/urls.ts';
 import { OUTBOX_BACKLOG_SQL, SYNC_TASKS } from './sync/outbox.ts';
 import { startSyncWorker, type SyncWorker } from './sync/worker.ts';
+import { startReconcileLoop, type ReconcileLoop } from '@elara/sync';
+import { collectStatus, statusRoutes } from './ops/status.ts';
+import { registerReconcileMetrics } from './ops/reconcile-metrics.ts';
 
 export interface RunningServer {
   app: FastifyInstance;
@@ -46,9 +49,11 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
   const stagingPool = config.stagingDatabaseUrl ? createStagingPool(config.stagingDatabaseUrl, config, logger) : null;
   const metrics = createMetrics();
   let worker: SyncWorker | null = null;
+  let reconcile: ReconcileLoop | null = null;
   let app: FastifyInstance | null = null;
   const cleanup = async () => {
     await app?.close().catch(() => {});
+    await reconcile?.stop().catch(() => {});
     await worker?.stop().catch((err) => logger.error({ error: { message: (err as Error).message } }, 'sync worker stop failed'));
     await prodPool.end().catch(() => {});
     await stagingPool?.end().catch(() => {});
@@ -65,7 +70,37 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
     } else {
       logger.warn('staging sync is off: STAGING_DATABASE_URL is not set');
     }
-    app = await buildApp({ config, prodPool, stagingPool, logger, metrics }, { plugins: opts.plugins });
+    const statusOptions = {
+      tables: [...config.ops.tables],
+      intervalSeconds: Math.round(config.ops.expectedIntervalMs / 1000),
+      opsToken: config.ops.token,
+      openOnLoopback: config.ops.openOnLoopback,
+    };
+    app = await buildApp({ config, prodPool, stagingPool, logger, metrics }, { plugins: [statusRoutes(statusOptions), ...(opts.plugins ?? [])] });
+    if (stagingPool) {
+      const deps = app.elara;
+      registerReconcileMetrics(metrics, {
+        stagingPool,
+        rowCounts: async () => (await collectStatus(deps, statusOptions)).tables,
+      });
+    }
+    if (stagingPool && config.ops.reconcileIntervalMs !== null) {
+      reconcile = startReconcileLoop({
+        sourceUrl: config.databaseUrl,
+        targetUrl: config.stagingDatabaseUrl!,
+        tables: config.ops.tables.map((name) => ({ name })),
+        intervalMs: config.ops.reconcileIntervalMs,
+        firstDelayMs: 1000,
+        onResult: (r) => {
+          const counts = r.tables.map((t) => ({ table: t.table, inserted: t.inserted, updated: t.updated, deleted: t.deleted, conflicts: t.conflicts }));
+          if (r.skipped) logger.info('[Reconcile] another run is in progress; skipped');
+          else if (r.error) logger.error({ code: r.error.code, error: { message: r.error.message }, tables: counts }, `[Reconcile] failed: ${r.error.message}`);
+          else logger.info({ durationMs: r.durationMs, tables: counts }, `[Reconcile] ${r.ok ? 'completed' : 'completed with conflicts'} in ${r.durationMs} ms`);
+        },
+        onError: (e) => logger.error({ error: { message: (e as Error).message } }, '[Reconcile] crashed'),
+      });
+      logger.info({ intervalMs: config.ops.reconcileIntervalMs }, '[Reconcile] running in-process');
+    }
     await app.listen({ port: config.port, host: config.host });
   } catch (err) {
     await cleanup();

@@ -1,0 +1,185 @@
+// GET /api/v2/sync/status (JSON) and the /sync dashboard page. Reconcile figures come from the run
+// records the engine writes in staging, so runs of the Kubernetes CronJob show up too.
+import { readFile } from 'node:fs/promises';
+import { timingSafeEqual, createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
+import type pg from 'pg';
+import { readRuns, readTableStates, type RunRecord } from '@elara/sync';
+import type { AppDeps } from '../app.ts';
+import { errorBody } from '../errors.ts';
+import { OUTBOX_BACKLOG_SQL, SYNC_TASKS } from '../sync/outbox.ts';
+
+export interface StatusOptions {
+  /** Tables shown (the reconcile's tables). */
+  tables: string[];
+  /** The reconcile interval, seconds: lag under two intervals is green. */
+  intervalSeconds: number;
+  /** OPS_TOKEN: a bearer token for operators and dashboards. */
+  opsToken: string | null;
+  /** Embedded default only: requests from loopback need no token. */
+  openOnLoopback: boolean;
+}
+
+export interface TableStatus {
+  table: string;
+  productionRows: number | null;
+  stagingRows: number | null;
+  lagRows: number | null;
+  lagSeconds: number | null;
+  lastEqualAt: string | null;
+  state: 'green' | 'amber' | 'red';
+}
+
+export interface SyncStatus {
+  generatedAt: string;
+  intervalSeconds: number;
+  staging: { configured: boolean; reachable: boolean; error: string | null };
+  tables: TableStatus[];
+  runs: RunRecord[];
+  immediate: {
+    enabled: boolean;
+    successes: number;
+    failures: number;
+    backlog: number;
+    oldestAgeSeconds: number;
+    recentFailures: Array<{ at: string; message: string; attempts: number; email: string | null }>;
+  };
+}
+
+const quote = (t: string) => t.split('.').map((p) => `"${p.replace(/"/g, '""')}"`).join('.');
+
+async function countRows(pool: pg.Pool, tables: string[]): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  const client = await pool.connect();
+  try {
+    await client.query(`BEGIN READ ONLY; SET LOCAL statement_timeout = 3000`);
+    for (const t of tables) {
+      // Exact counts for small tables; the planner's estimate above a million rows (a status
+      // page refreshing every few seconds must not scan big tables each time).
+      const est = await client.query(`SELECT reltuples::bigint AS n FROM pg_class WHERE oid = to_regclass($1)`, [quote(t)]);
+      const n = Number(est.rows[0]?.n ?? -1);
+      if (n > 1_000_000) out.set(t, n);
+      else if (est.rows.length > 0) out.set(t, Number((await client.query(`SELECT count(*) AS n FROM ${quote(t)}`)).rows[0].n));
+    }
+    await client.query('COMMIT');
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw e;
+  } finally {
+    client.release();
+  }
+  return out;
+}
+
+const maskEmail = (e: string | null) => (e ? e.replace(/^(.).*(@.*)$/, '$1***$2') : null);
+
+const lastKnown = new WeakMap<AppDeps, { runs: RunRecord[]; states: Awaited<ReturnType<typeof readTableStates>> }>();
+
+export async function collectStatus(deps: AppDeps, opts: StatusOptions): Promise<SyncStatus> {
+  const now = Date.now();
+  const staging: SyncStatus['staging'] = { configured: deps.stagingPool !== null, reachable: false, error: null };
+  let runs: RunRecord[] = [];
+  let states: Awaited<ReturnType<typeof readTableStates>> = [];
+  let stagingCounts = new Map<string, number>();
+  if (deps.stagingPool) {
+    try {
+      [runs, states, stagingCounts] = await Promise.all([readRuns(deps.stagingPool, 20), readTableStates(deps.stagingPool), countRows(deps.stagingPool, opts.tables)]);
+      staging.reachable = true;
+      lastKnown.set(deps, { runs, states });
+    } catch (e) {
+      staging.error = String((e as Error).message ?? e).replace(/(postgres(?:ql)?:\/\/[^:\s/@]+:)[^@\s]+@/g, '$1***@');
+      // Staging's own records are out of reach: show the last ones read, so lag keeps growing
+      // on the page while staging is down.
+      if (lastKnown.get(deps)) ({ runs, states } = lastKnown.get(deps)!);
+    }
+  }
+  const prodCounts = await countRows(deps.prodPool, opts.tables).catch(() => new Map<string, number>());
+  const lastRun = runs.find((r) => r.mode === 'run' && r.status !== 'running');
+  const tables: TableStatus[] = opts.tables.map((table) => {
+    const st = states.find((s) => s.table === table);
+    const p = prodCounts.get(table) ?? null;
+    const s = stagingCounts.get(table) ?? null;
+    const lagSeconds = st?.lastEqualAt ? Math.max(0, (now - st.lastEqualAt.getTime()) / 1000) : null;
+    const lagRows = p !== null && s !== null ? p - s : null;
+    let state: TableStatus['state'] = 'green';
+    if (!staging.reachable || lastRun?.status === 'error' || lagSeconds === null || lagSeconds >= 3600) state = 'red';
+    else if (lagSeconds >= 2 * opts.intervalSeconds || (lagRows !== null && lagRows !== 0 && lagSeconds >= opts.intervalSeconds)) state = 'amber';
+    return { table, productionRows: p, stagingRows: s, lagRows, lagSeconds, lastEqualAt: st?.lastEqualAt?.toISOString() ?? null, state };
+  });
+
+  const counter = await deps.metrics.immediateSyncTotal.get();
+  const value = (result: string) => counter.values.find((v) => v.labels.result === result)?.value ?? 0;
+  let backlog = 0;
+  let oldestAgeSeconds = 0;
+  let recentFailures: SyncStatus['immediate']['recentFailures'] = [];
+  try {
+    const b = (await deps.prodPool.query(OUTBOX_BACKLOG_SQL, [SYNC_TASKS])).rows[0];
+    backlog = b.backlog;
+    oldestAgeSeconds = b.oldestAgeSeconds;
+    const f = await deps.prodPool.query(
+      `SELECT updated_at, last_error, attempts, NULL::text AS email FROM graphile_worker.jobs
+        WHERE task_identifier = ANY($1::text[]) AND last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 10`, [SYNC_TASKS]);
+    recentFailures = f.rows.map((r) => ({ at: new Date(r.updated_at).toISOString(), message: String(r.last_error).split('\n')[0]!.slice(0, 300), attempts: r.attempts, email: maskEmail(r.email) }));
+  } catch {
+    // graphile_worker schema not there (sync off): nothing to report.
+  }
+  return {
+    generatedAt: new Date(now).toISOString(),
+    intervalSeconds: opts.intervalSeconds,
+    staging,
+    tables,
+    runs,
+    immediate: { enabled: deps.stagingPool !== null, successes: value('success'), failures: value('failure'), backlog, oldestAgeSeconds, recentFailures },
+  };
+}
+
+function sameSecret(a: string, b: string): boolean {
+  const ha = createHash('sha256').update(a).digest();
+  const hb = createHash('sha256').update(b).digest();
+  return timingSafeEqual(ha, hb);
+}
+
+const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
+
+async function authorised(req: FastifyRequest, deps: AppDeps, opts: StatusOptions): Promise<boolean> {
+  if (opts.openOnLoopback && LOOPBACK.test(req.socket.remoteAddress ?? '')) return true;
+  const h = req.headers.authorization;
+  const token = h?.startsWith('Bearer ') ? h.slice(7).trim() : null;
+  if (!token) return false;
+  if (opts.opsToken && sameSecret(token, opts.opsToken)) return true;
+  try {
+    const claims = await deps.tokens.verifyAccess(token);
+    return claims.role === 'admin';
+  } catch {
+    return false;
+  }
+}
+
+const DASHBOARD_DIR = fileURLToPath(new URL('./dashboard/', import.meta.url));
+const ASSETS: Record<string, string> = {
+  'index.html': 'text/html; charset=utf-8',
+  'dashboard.js': 'text/javascript; charset=utf-8',
+  'dashboard.css': 'text/css; charset=utf-8',
+};
+
+export function statusRoutes(opts: StatusOptions): FastifyPluginAsync<{ deps: AppDeps }> {
+  return async (app, { deps }) => {
+    app.get('/api/v2/sync/status', async (req, reply) => {
+      if (!(await authorised(req, deps, opts))) {
+        return reply.code(401).send(errorBody(401, 'E_UNAUTHORIZED', 'an operations token (OPS_TOKEN) or an access token of an admin user is required'));
+      }
+      reply.header('cache-control', 'no-store');
+      return collectStatus(deps, opts);
+    });
+    const send = async (name: string, reply: import('fastify').FastifyReply) => {
+      reply.header('content-type', ASSETS[name]!);
+      reply.header('content-security-policy', "default-src 'self'; img-src 'self' data:; style-src 'self'");
+      return readFile(`${DASHBOARD_DIR}${name}`);
+    };
+    app.get('/sync', async (_req, reply) => send('index.html', reply));
+    app.get('/sync/', async (_req, reply) => send('index.html', reply));
+    app.get('/sync/dashboard.js', async (_req, reply) => send('dashboard.js', reply));
+    app.get('/sync/dashboard.css', async (_req, reply) => send('dashboard.css', reply));
+  };
+}
