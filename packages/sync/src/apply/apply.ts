@@ -2,12 +2,20 @@
 // into a temp table in the target's transaction and then runs the same statements from sql/.
 import type pg from 'pg';
 import { createHash } from 'node:crypto';
-import type { SyncedTable } from '../catalog/introspect.ts';
+import { quoteIdent, type SyncedTable } from '../catalog/introspect.ts';
 import {
-  adoptLocalRows, createTempTable, LOCAL_ROWS, deleteMissing, findConflicts, planCounts, trackingTriggerDdl, insertNew, updateChanged, freeUniqueValues, keyHash, keyText, type Scope,
+  adoptLocalRows, columnList, createTempTable, LOCAL_ROWS, deleteMissing, findConflicts, planCounts, trackingTriggerDdl, insertNew, updateChanged, freeUniqueValues, keyHash, keyText, type Scope,
 } from '../sql/statements.ts';
 
+/** Runs a statement; for session-scoped staging, as a named prepared statement (planned once per connection). */
+function exec(target: pg.ClientBase, s: StagedTable, text: string, values: unknown[] = []) {
+  if (!s.prepared) return target.query(text, values);
+  return target.query({ name: `elara_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`, text, values });
+}
+
 export interface StagedTable {
+  /** Statements are prepared per connection (the immediate sync's session-scoped tables). */
+  prepared?: boolean;
   table: SyncedTable;
   tmp: string;
   conflicts: string;
@@ -25,6 +33,30 @@ export async function stageTable(target: pg.ClientBase, t: SyncedTable, index: n
   return { table: t, tmp, conflicts, localRows };
 }
 
+const sessionTables = new WeakMap<object, Set<string>>();
+
+/**
+ * Temp tables kept for the life of a pooled session and emptied at every commit, for the
+ * immediate sync: creating temp tables is catalog work that would cost more than applying one
+ * registration. Names carry a hash of the column list, so a migrated table gets new ones.
+ */
+export async function stageTableForSession(target: pg.ClientBase, t: SyncedTable): Promise<StagedTable & { keys: string }> {
+  const h = createHash('sha1').update(`${t.target.qualified}|${t.columns.map((c) => `${c.name}:${c.type}`).join(',')}`).digest('hex').slice(0, 12);
+  const tmp = `_elara_ks_${h}`;
+  const conflicts = `_elara_kc_${h}`;
+  const keys = `_elara_kk_${h}`;
+  const seen = sessionTables.get(target) ?? new Set<string>();
+  sessionTables.set(target, seen);
+  if (!seen.has(h)) {
+    const pk = t.target.primaryKey.map(quoteIdent).join(', ');
+    await target.query(`CREATE TEMP TABLE IF NOT EXISTS ${tmp} ON COMMIT DELETE ROWS AS SELECT ${columnList(t)} FROM ${t.target.qualified} WITH NO DATA;
+      CREATE TEMP TABLE IF NOT EXISTS ${conflicts} (key text PRIMARY KEY, reason text NOT NULL) ON COMMIT DELETE ROWS;
+      CREATE TEMP TABLE IF NOT EXISTS ${keys} ON COMMIT DELETE ROWS AS SELECT ${pk} FROM ${t.target.qualified} WITH NO DATA`);
+    seen.add(h);
+  }
+  return { table: t, tmp, conflicts, localRows: LOCAL_ROWS, keys, prepared: true };
+}
+
 export interface UpsertOutcome {
   inserted: number;
   updated: number;
@@ -38,27 +70,27 @@ export interface UpsertOutcome {
 export async function applyUpserts(target: pg.ClientBase, s: StagedTable, scope: Scope, opts: { adopt: boolean; dryRun: boolean }): Promise<UpsertOutcome> {
   if (opts.adopt && !opts.dryRun) {
     const a = adoptLocalRows(s.table, s.tmp, scope, s.localRows);
-    await target.query(a.text, a.values);
+    await exec(target, s, a.text, a.values);
   }
-  for (const q of findConflicts(s.table, s.tmp, s.conflicts, s.localRows)) await target.query(q.text, q.values);
-  const c = await target.query(`SELECT key FROM ${s.conflicts} ORDER BY key LIMIT 100`);
-  const nConflicts = Number((await target.query(`SELECT count(*) AS n FROM ${s.conflicts}`)).rows[0].n);
+  for (const q of findConflicts(s.table, s.tmp, s.conflicts, s.localRows)) await exec(target, s, q.text, q.values);
+  const c = await exec(target, s, `SELECT key, count(*) OVER () AS n FROM ${s.conflicts} ORDER BY key LIMIT 100`);
+  const nConflicts = Number(c.rows[0]?.n ?? 0);
   if (opts.dryRun) return { inserted: 0, updated: 0, deleted: 0, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
   let deleted = 0;
   for (const q of freeUniqueValues(s.table, s.tmp, s.conflicts, scope, s.localRows)) {
-    const r = await target.query(q.text, q.values);
+    const r = await exec(target, s, q.text, q.values);
     if (q.kind === 'delete') deleted += r.rowCount ?? 0;
   }
   // New rows first, so changed rows may point at them (FKs are checked per statement).
-  const inserted = (await target.query(insertNew(s.table, s.tmp, s.conflicts))).rowCount ?? 0;
+  const inserted = (await exec(target, s, insertNew(s.table, s.tmp, s.conflicts))).rowCount ?? 0;
   const update = updateChanged(s.table, s.tmp, s.conflicts);
-  const updated = update ? (await target.query(update)).rowCount ?? 0 : 0;
+  const updated = update ? (await exec(target, s, update)).rowCount ?? 0 : 0;
   return { inserted, updated, deleted, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
 }
 
 export async function applyDeletes(target: pg.ClientBase, s: StagedTable, scope: Scope): Promise<number> {
   const d = deleteMissing(s.table, s.tmp, s.conflicts, scope, s.localRows);
-  const r = await target.query(d.text, d.values);
+  const r = await exec(target, s, d.text, d.values);
   return r.rowCount ?? 0;
 }
 

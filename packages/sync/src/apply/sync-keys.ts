@@ -1,10 +1,11 @@
 import type pg from 'pg';
+import { createHash } from 'node:crypto';
 import type { KeySyncRequest, KeySyncResult } from '../types.ts';
 import { SyncError } from '../errors.ts';
 import { quoteIdent, resolveTables, type SyncedTable } from '../catalog/introspect.ts';
 import { orderTables } from '../plan/table-order.ts';
 import { columnList, sourceSelect, SESSION_SETTINGS } from '../sql/statements.ts';
-import { applyDeletes, applyUpserts, ensureTracking, stageTable } from './apply.ts';
+import { applyDeletes, applyUpserts, ensureTracking, stageTableForSession } from './apply.ts';
 import { ensureStateSchema, LOCK_APPLY } from '../state/schema.ts';
 
 export interface SyncKeysOptions {
@@ -68,12 +69,11 @@ export async function syncKeys(
   const rows = new Map<string, unknown[][]>();
   const src = await source.connect();
   try {
-    await src.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`);
-    await src.query(SESSION_SETTINGS.replace(/SET /g, 'SET LOCAL '));
+    await src.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${SESSION_SETTINGS.replace(/SET /g, 'SET LOCAL ')}`);
     for (const [q, { t, keys }] of byName) {
       if (keys.length === 0) continue;
       const text = `${sourceSelect(t, { kind: 'all' })} ${t.where ? 'AND' : 'WHERE'} (${t.target.primaryKey.map((c) => `s.${quoteIdent(c)}`).join(', ')}) IN (${keysRecordset(t, '$1')})`;
-      const r = await src.query({ text, values: [keysJson(t, keys)], rowMode: 'array', types: rawText });
+      const r = await src.query({ name: `elara_src_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`, text, values: [keysJson(t, keys)], rowMode: 'array', types: rawText });
       rows.set(q, r.rows);
     }
     await src.query('COMMIT');
@@ -89,18 +89,19 @@ export async function syncKeys(
   const client = await target.connect();
   const results = new Map<string, KeySyncResult & { conflicts: number }>();
   try {
-    await client.query('BEGIN');
-    await client.query(`SET LOCAL elara_sync.writer = 'on'; SET CONSTRAINTS ALL DEFERRED; SET LOCAL lock_timeout = ${options.lockWaitMs ?? 30_000}; SET LOCAL statement_timeout = ${Math.max(options.statementTimeoutMs ?? 5000, options.lockWaitMs ?? 30_000)}`);
-    await client.query(`SELECT pg_advisory_xact_lock_shared(${LOCK_APPLY})`);
-    await client.query(`SET LOCAL statement_timeout = ${options.statementTimeoutMs ?? 5000}`);
-    await client.query(SESSION_SETTINGS.replace(/SET /g, 'SET LOCAL '));
-    const staged = new Map<string, { s: Awaited<ReturnType<typeof stageTable>>; keysTable: string }>();
-    for (const [i, q] of order.upsertOrder.entries()) {
+    const lockWait = options.lockWaitMs ?? 30_000;
+    const timeout = options.statementTimeoutMs ?? 5000;
+    // Wait (up to lockWait) while a reconcile applies, then apply under the normal timeout.
+    await client.query(`BEGIN; SET LOCAL elara_sync.writer = 'on'; SET CONSTRAINTS ALL DEFERRED;
+      SET LOCAL lock_timeout = ${lockWait}; SET LOCAL statement_timeout = ${Math.max(timeout, lockWait)};
+      SELECT pg_advisory_xact_lock_shared(${LOCK_APPLY});
+      SET LOCAL statement_timeout = ${timeout}; ${SESSION_SETTINGS.replace(/SET /g, 'SET LOCAL ')}`);
+    const staged = new Map<string, Awaited<ReturnType<typeof stageTableForSession>>>();
+    for (const q of order.upsertOrder) {
       const { t, keys } = byName.get(q)!;
-      const s = await stageTable(client, t, 1000 + i);
-      const keysTable = `_elara_keys_${i}`;
-      await client.query(`DROP TABLE IF EXISTS ${keysTable}`);
-      await client.query(`CREATE TEMP TABLE ${keysTable} ON COMMIT DROP AS ${keysRecordset(t, '$1')}`, [keysJson(t, keys)]);
+      const s = await stageTableForSession(client, t);
+      const insertKeys = `INSERT INTO ${s.keys} ${keysRecordset(t, '$1')}`;
+      await client.query({ name: `elara_keys_${s.keys}`, text: insertKeys, values: [keysJson(t, keys)] });
       const data = rows.get(q) ?? [];
       const n = t.columns.length;
       for (let start = 0; start < data.length; start += 500) {
@@ -110,15 +111,16 @@ export async function syncKeys(
           values.push(row[j]);
           return `$${r * n + j + 1}::${c.type}`;
         }).join(', ')})`);
-        await client.query(`INSERT INTO ${s.tmp} (${columnList(t)}) VALUES ${tuples.join(', ')}`, values);
+        const insertRows = `INSERT INTO ${s.tmp} (${columnList(t)}) VALUES ${tuples.join(', ')}`;
+        await client.query({ name: `elara_rows_${createHash('sha1').update(insertRows).digest('hex').slice(0, 20)}`, text: insertRows, values });
       }
-      const up = await applyUpserts(client, s, { kind: 'keys', keysTable }, { adopt: false, dryRun: false });
+      const up = await applyUpserts(client, s, { kind: 'keys', keysTable: s.keys }, { adopt: false, dryRun: false });
       results.set(q, { table: t.target.display, upserted: up.inserted + up.updated, deleted: up.deleted, unchanged: data.length - up.inserted - up.updated - up.conflicts, conflicts: up.conflicts });
-      staged.set(q, { s, keysTable });
+      staged.set(q, s);
     }
     for (const q of order.deleteOrder) {
-      const { s, keysTable } = staged.get(q)!;
-      results.get(q)!.deleted += await applyDeletes(client, s, { kind: 'keys', keysTable });
+      const s = staged.get(q)!;
+      results.get(q)!.deleted += await applyDeletes(client, s, { kind: 'keys', keysTable: s.keys });
     }
     await client.query('COMMIT');
   } catch (e) {
