@@ -50,3 +50,35 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Cli
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
+
+// The seed's two tables plus awkward columns, used by the kill and property tests: jsonb, free
+// text (tabs, newlines), NULLs, and a self-reference ("managerId") the FK order must handle.
+export const SEED_LIKE_SCHEMA = `
+CREATE TABLE "Organization" (
+  id uuid PRIMARY KEY,
+  name text NOT NULL,
+  tier text NOT NULL DEFAULT 'free',
+  "apiKey" text NOT NULL UNIQUE,
+  "apiSecret" text NOT NULL,
+  settings jsonb,
+  "isActive" boolean NOT NULL DEFAULT true,
+  "createdAt" timestamptz(3) NOT NULL DEFAULT now(),
+  "updatedAt" timestamptz(3) NOT NULL DEFAULT now()
+);
+CREATE TABLE "User" (
+  id uuid PRIMARY KEY,
+  email text NOT NULL UNIQUE,
+  "passwordHash" text NOT NULL,
+  "firstName" text,
+  "lastName" text,
+  bio text,
+  profile jsonb,
+  role text NOT NULL DEFAULT 'member',
+  "organizationId" uuid NOT NULL REFERENCES "Organization"(id) ON DELETE RESTRICT,
+  "managerId" uuid REFERENCES "User"(id) ON DELETE SET NULL,
+  "lastLoginAt" timestamptz(3),
+  "createdAt" timestamptz(3) NOT NULL DEFAULT now(),
+  "updatedAt" timestamptz(3) NOT NULL DEFAULT now()
+);
+CREATE INDEX ON "User" ("organizationId");
+CREATE INDEX ON "User" ("managerId");`;

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { createTestDatabase, sql, type TestDatabase } from '@elara/testkit';
 import { LOCK_APPLY } from '../src/state/schema.ts';
+import { SEED_LIKE_SCHEMA } from './helpers.ts';
 
 const CLI = fileURLToPath(new URL('../bin/elara-sync.js', import.meta.url));
 const KILLS = Number(process.env.KILL_KILLS ?? 20);
@@ -23,37 +24,7 @@ const USERS = 21_000;
 const TABLES = ['Organization', 'User'] as const;
 type TableName = (typeof TABLES)[number];
 
-// Seed-like schema plus awkward columns: jsonb, text with tabs/newlines, NULLs, and a
-// self-reference ("managerId") so the engine's FK ordering sees a cycle on one table.
-const SCHEMA = `
-CREATE TABLE "Organization" (
-  id uuid PRIMARY KEY,
-  name text NOT NULL,
-  tier text NOT NULL DEFAULT 'free',
-  "apiKey" text NOT NULL UNIQUE,
-  "apiSecret" text NOT NULL,
-  settings jsonb,
-  "isActive" boolean NOT NULL DEFAULT true,
-  "createdAt" timestamptz(3) NOT NULL DEFAULT now(),
-  "updatedAt" timestamptz(3) NOT NULL DEFAULT now()
-);
-CREATE TABLE "User" (
-  id uuid PRIMARY KEY,
-  email text NOT NULL UNIQUE,
-  "passwordHash" text NOT NULL,
-  "firstName" text,
-  "lastName" text,
-  bio text,
-  profile jsonb,
-  role text NOT NULL DEFAULT 'member',
-  "organizationId" uuid NOT NULL REFERENCES "Organization"(id) ON DELETE RESTRICT,
-  "managerId" uuid REFERENCES "User"(id) ON DELETE SET NULL,
-  "lastLoginAt" timestamptz(3),
-  "createdAt" timestamptz(3) NOT NULL DEFAULT now(),
-  "updatedAt" timestamptz(3) NOT NULL DEFAULT now()
-);
-CREATE INDEX ON "User" ("organizationId");
-CREATE INDEX ON "User" ("managerId");`;
+
 
 /** mulberry32: a small seeded PRNG, so a failing run can be replayed with KILL_SEED. */
 function prng(seed: number): () => number {
@@ -77,8 +48,8 @@ before(async () => {
   console.log(`# kill test seed: KILL_SEED=${SEED}`);
   source = await createTestDatabase('sync_kill_src');
   target = await createTestDatabase('sync_kill_dst');
-  await sql(source.url, SCHEMA);
-  await sql(target.url, SCHEMA);
+  await sql(source.url, SEED_LIKE_SCHEMA);
+  await sql(target.url, SEED_LIKE_SCHEMA);
   await sql(source.url, `
     SELECT setseed(${(SEED % 1000) / 1000});
     INSERT INTO "Organization" (id, name, tier, "apiKey", "apiSecret", settings, "isActive")

@@ -15,42 +15,14 @@ import pg from 'pg';
 import { createTestDatabase, sql, type TestDatabase } from '@elara/testkit';
 import { runSync } from '@elara/sync';
 import { verifySync } from '../src/verify/verify.ts';
+import { SEED_LIKE_SCHEMA } from './helpers.ts';
 
 const CLI = fileURLToPath(new URL('../bin/elara-sync.js', import.meta.url));
 const RUNS = Number(process.env.PROP_RUNS ?? 35);
 const SEED = Number(process.env.PROP_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const TABLES = [{ name: 'Organization' }, { name: 'User' }];
 
-// Seed-like schema plus jsonb, free text, NULLs and a self-reference (same as kill.test.ts).
-const SCHEMA = `
-CREATE TABLE "Organization" (
-  id uuid PRIMARY KEY,
-  name text NOT NULL,
-  tier text NOT NULL DEFAULT 'free',
-  "apiKey" text NOT NULL UNIQUE,
-  "apiSecret" text NOT NULL,
-  settings jsonb,
-  "isActive" boolean NOT NULL DEFAULT true,
-  "createdAt" timestamptz(3) NOT NULL DEFAULT now(),
-  "updatedAt" timestamptz(3) NOT NULL DEFAULT now()
-);
-CREATE TABLE "User" (
-  id uuid PRIMARY KEY,
-  email text NOT NULL UNIQUE,
-  "passwordHash" text NOT NULL,
-  "firstName" text,
-  "lastName" text,
-  bio text,
-  profile jsonb,
-  role text NOT NULL DEFAULT 'member',
-  "organizationId" uuid NOT NULL REFERENCES "Organization"(id) ON DELETE RESTRICT,
-  "managerId" uuid REFERENCES "User"(id) ON DELETE SET NULL,
-  "lastLoginAt" timestamptz(3),
-  "createdAt" timestamptz(3) NOT NULL DEFAULT now(),
-  "updatedAt" timestamptz(3) NOT NULL DEFAULT now()
-);
-CREATE INDEX ON "User" ("organizationId");
-CREATE INDEX ON "User" ("managerId");`;
+
 
 let source: TestDatabase;
 let target: TestDatabase;
@@ -62,8 +34,8 @@ before(async () => {
   console.log(`# property test seed: PROP_SEED=${SEED}`);
   source = await createTestDatabase('sync_prop_src');
   target = await createTestDatabase('sync_prop_dst');
-  await sql(source.url, SCHEMA);
-  await sql(target.url, SCHEMA);
+  await sql(source.url, SEED_LIKE_SCHEMA);
+  await sql(target.url, SEED_LIKE_SCHEMA);
   src = new pg.Client({ connectionString: source.url });
   dst = new pg.Client({ connectionString: target.url, application_name: 'qa-session' });
   await src.connect();
