@@ -90,6 +90,10 @@ export function isConnectivityError(err: unknown, depth = 0): boolean {
   if (!(err instanceof Error) || depth > 5) return false;
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'string' && (CONNECTIVITY_CODES.has(code) || code.startsWith('08'))) return true;
+  // 55000 as a FATAL at connect time: the database refuses connections (ALLOW_CONNECTIONS false, as
+  // in a maintenance window or `npm run staging:down`). Without this the recovery probe never starts
+  // and waiting jobs sit out their exponential backoff after staging is back.
+  if (code === '55000' && (err as { severity?: unknown }).severity === 'FATAL') return true;
   if (/timeout|timed out|Connection terminated|connect ECONNREFUSED|socket hang up/i.test(err.message)) return true;
   if (err instanceof AggregateError) return err.errors.some((e) => isConnectivityError(e, depth + 1));
   return isConnectivityError(err.cause, depth + 1);

@@ -224,7 +224,7 @@ function render(doc, status) {
     h.append(make('span', {}, t.table), make('span', { class: 'state', 'data-testid': `table-state-${t.table}` }, state));
     tile.append(h,
       make('p', { 'data-testid': `table-rows-${t.table}` }, `production ${t.productionRows ?? '?'} · staging ${t.stagingRows ?? '?'}`),
-      make('p', { 'data-testid': `table-lag-${t.table}` }, `lag ${formatSeconds(t.lagSeconds)} · ${t.lagRows ?? 0} rows`),
+      make('p', { 'data-testid': `table-lag-${t.table}` }, `lag ${formatSeconds(t.lagSeconds)} · ${t.lagRows ?? '?'} rows`),
       make('p', {}, `last equal ${formatTime(t.lastEqualAt)}`));
     return tile;
   });
