@@ -4,7 +4,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runMigrations } from 'graphile-worker';
 import { createTestDatabase, sql, type TestDatabase } from '@elara/testkit';
-import { formatDoctorReport, orderTables, redactUrl, runDoctor, scrubSecrets, type DoctorResult } from '../src/doctor/index.ts';
+import { formatDoctorReport, runDoctor, type DoctorResult } from '../src/doctor/index.ts';
+import { redactUrl, scrubSecrets } from '../src/redact.ts';
 
 const SCHEMA = `
   CREATE TABLE "Organization" (id uuid PRIMARY KEY, name text NOT NULL);
@@ -197,32 +198,6 @@ describe('runDoctor', () => {
     const c = check(r, 'distinct databases');
     assert.equal(c.ok, false);
     assert.match(c.hint ?? '', /E_SAME_DATABASE/);
-  });
-});
-
-describe('orderTables (pure)', () => {
-  const edge = (from: string, to: string, extra: Partial<{ deferrable: boolean; nullable: boolean }> = {}) =>
-    ({ constraint: `${from}_${to}_fk`, from, to, deferrable: false, nullable: false, ...extra });
-
-  test('parents first, self-references allowed, stable for independent tables', () => {
-    const r = orderTables(['c', 'b', 'a', 'x'], [edge('c', 'b'), edge('b', 'a'), edge('a', 'a')]);
-    assert.deepEqual(r.order, ['a', 'b', 'c', 'x']);
-    assert.equal(r.selfReferences.length, 1);
-    assert.deepEqual(r.unresolvedCycle, []);
-  });
-
-  test('a cycle is broken at a deferrable or nullable FK, else reported', () => {
-    const broken = orderTables(['a', 'b'], [edge('a', 'b'), edge('b', 'a', { nullable: true })]);
-    assert.deepEqual(broken.order, ['b', 'a']);
-    assert.deepEqual(broken.brokenAt.map((e) => e.constraint), ['b_a_fk']);
-    const stuck = orderTables(['a', 'b', 'c'], [edge('a', 'b'), edge('b', 'a'), edge('c', 'a')]);
-    assert.deepEqual(stuck.unresolvedCycle, ['a', 'b', 'c']);
-  });
-
-  test('an FK to an unsynced table is reported', () => {
-    const r = orderTables(['User'], [edge('User', 'Organization')]);
-    assert.deepEqual(r.order, ['User']);
-    assert.equal(r.outside.length, 1);
   });
 });
 

@@ -2,11 +2,11 @@
 // pass/fail, what was found, and what to do. The doctor never throws for a database it cannot reach
 // or read: that is a failed check. It never prints a password (URLs go through redact.ts).
 import pg from 'pg';
-import { describeUrl, redactUrl, scrubSecrets } from './redact.ts';
-import { orderTables, type ForeignKeyEdge } from './table-order.ts';
+import { describeUrl, redactUrl, scrubSecrets } from '../redact.ts';
+import { introspectTables } from '../catalog/introspect.ts';
+import { orderTables } from '../plan/table-order.ts';
+import { SyncError } from '../errors.ts';
 
-export { redactUrl, describeUrl, scrubSecrets } from './redact.ts';
-export { orderTables, type ForeignKeyEdge, type TableOrder } from './table-order.ts';
 
 export interface DoctorOptions {
   /** Production (read-only). Default: DATABASE_URL is the caller's job; the doctor reads no env itself. */
@@ -291,56 +291,31 @@ async function tablesPresentCheck(s: pg.Client, t: pg.Client, tables: TableRef[]
   }
 }
 
-const FK_SQL = `
-  SELECT con.conname AS constraint,
-         cn.nspname || '.' || cc.relname AS "from",
-         fn.nspname || '.' || fc.relname AS "to",
-         con.condeferrable AS deferrable,
-         bool_and(NOT a.attnotnull) AS nullable
-    FROM pg_constraint con
-    JOIN pg_class cc ON cc.oid = con.conrelid
-    JOIN pg_namespace cn ON cn.oid = cc.relnamespace
-    JOIN pg_class fc ON fc.oid = con.confrelid
-    JOIN pg_namespace fn ON fn.oid = fc.relnamespace
-    JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = ANY (con.conkey)
-   WHERE con.contype = 'f'
-     AND (cn.nspname, cc.relname) IN (SELECT s, t FROM unnest($1::text[], $2::text[]) AS u(s, t))
-   GROUP BY con.conname, cn.nspname, cc.relname, fn.nspname, fc.relname, con.condeferrable
-   ORDER BY 2, 1`;
+
 
 async function fkOrderCheck(s: pg.Client, t: pg.Client, tables: TableRef[], scrub: (m: string) => string): Promise<DoctorCheck> {
   const name = 'fk order';
-  const args = [tables.map((x) => x.schema), tables.map((x) => x.name)];
-  const label = (key: string) => key.startsWith('public.') ? key.slice('public.'.length) : key;
   try {
-    const details: string[] = [];
-    const problems: string[] = [];
-    const orders: string[] = [];
-    // Staging enforces the constraints the apply must satisfy; production's shape should match.
-    for (const [c, role] of [[t, 'staging'], [s, 'production']] as const) {
-      const r = await c.query<ForeignKeyEdge>(FK_SQL, args);
-      const result = orderTables(tables.map((x) => x.key), r.rows);
-      for (const e of result.outside) {
-        problems.push(`${role}: ${label(e.from)} references ${label(e.to)} (${e.constraint}), which is not synced`);
-      }
-      if (result.unresolvedCycle.length > 0) {
-        problems.push(`${role}: FK cycle among ${result.unresolvedCycle.map(label).join(', ')} with no deferrable or nullable FK (E_FK_CYCLE)`);
-      }
-      orders.push(result.order.map(label).join(' → '));
-      if (role === 'staging') {
-        if (result.selfReferences.length > 0) details.push(`self-references: ${result.selfReferences.map((e) => label(e.from)).join(', ')}`);
-        if (result.brokenAt.length > 0) details.push(`cycle broken at ${result.brokenAt.map((e) => e.constraint).join(', ')}`);
-      }
-    }
+    // The engine's own catalog reader and planner on staging (which enforces the constraints the
+    // apply must satisfy), so the doctor and a run can never disagree.
+    const names = tables.map((x) => `${x.schema}.${x.name}`);
+    const staging = await introspectTables(t, names);
+    const production = await introspectTables(s, names);
+    const order = orderTables([...staging.values()]);
+    const problems = order.outsideReferences.map((o) => `${o.table} references ${o.references} (${o.constraint}), which is not synced`);
     if (problems.length > 0) {
-      return {
-        name, ok: false, detail: problems.join('; '),
-        hint: 'add the referenced tables to elara-sync.yml (parents must be synced too), or make one FK of the cycle DEFERRABLE',
-      };
+      return { name, ok: false, detail: problems.join('; '), hint: 'add the referenced tables to elara-sync.yml (parents must be synced too)' };
     }
-    if (orders[0] !== orders[1]) details.push(`production order differs: ${orders[1]}`);
-    return { name, ok: true, detail: [`parents first: ${orders[0]}`, ...details].join('; ') };
+    const label = (q: string) => staging.get(q)?.display ?? q;
+    const details = [`parents first: ${order.upsertOrder.map(label).join(' → ')}`];
+    const selfRefs = [...staging.values()].filter((x) => x.foreignKeys.some((f) => f.refTable === x.qualified)).map((x) => x.display);
+    if (selfRefs.length > 0) details.push(`self-references: ${selfRefs.join(', ')}`);
+    if (order.cycles.length > 0) details.push(`deferrable cycles: ${order.cycles.map((c) => c.join(', ')).join('; ')}`);
+    const prodOrder = orderTables([...production.values()]).upsertOrder.map(label).join(' → ');
+    if (prodOrder !== order.upsertOrder.map(label).join(' → ')) details.push(`production order differs: ${prodOrder}`);
+    return { name, ok: true, detail: details.join('; ') };
   } catch (err) {
+    if (err instanceof SyncError) return { name, ok: false, detail: err.message, hint: err.hint };
     return { name, ok: false, detail: scrub(messageOf(err)), hint: 'check the roles can read pg_catalog' };
   }
 }

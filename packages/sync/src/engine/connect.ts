@@ -1,17 +1,9 @@
 import pg from 'pg';
 import { SyncError } from '../errors.ts';
 import { SESSION_SETTINGS } from '../sql/statements.ts';
+import { redactUrl } from '../redact.ts';
 
-/** A connection URL with its password replaced, safe to print. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparseable URL)';
-  }
-}
+export { redactUrl } from '../redact.ts';
 
 export type Side = 'source' | 'target';
 

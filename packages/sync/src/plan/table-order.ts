@@ -1,6 +1,12 @@
 import { SyncError } from '../errors.ts';
 import type { TableInfo } from '../catalog/introspect.ts';
 
+/** "public"."User" → User; "s"."T" → s.T (for messages). */
+function displayName(qualified: string): string {
+  const parts = qualified.match(/"(?:[^"]|"")*"/g)?.map((p) => p.slice(1, -1).replace(/""/g, '"')) ?? [qualified];
+  return parts[0] === 'public' && parts.length === 2 ? parts[1]! : parts.join('.');
+}
+
 export interface TableOrder {
   /** Parents before children: the order for inserts and updates. */
   upsertOrder: string[];
@@ -28,7 +34,7 @@ export function orderTables(tables: TableInfo[]): TableOrder {
     for (const fk of t.foreignKeys) {
       if (fk.refTable === t.qualified) continue;
       if (byName.has(fk.refTable)) parents.push(fk.refTable);
-      else outsideReferences.push({ table: t.display, constraint: fk.name, references: fk.refTable });
+      else outsideReferences.push({ table: t.display, constraint: fk.name, references: displayName(fk.refTable) });
     }
     edges.set(t.qualified, parents);
   }
