@@ -3,6 +3,7 @@
 import type pg from 'pg';
 import { createHash } from 'node:crypto';
 import { quoteIdent, type SyncedTable } from '../catalog/introspect.ts';
+import { LOCK_DDL } from '../state/schema.ts';
 import {
   adoptLocalRows, columnList, createTempTable, LOCAL_ROWS, deleteMissing, findConflicts, planCounts, trackingTriggerDdl, insertNew, updateChanged, freeUniqueValues, keyHash, keyText, type Scope,
 } from '../sql/statements.ts';
@@ -117,15 +118,37 @@ export async function ensureTracking(target: pg.ClientBase | pg.Pool, t: SyncedT
   const ddl = trackingTriggerDdl(t.target, fnName);
   // The function body depends on the key columns; a hash of the DDL tells whether it is current.
   const version = createHash('sha1').update(ddl.join(';')).digest('hex').slice(0, 16);
-  const r = await target.query(
-    `SELECT obj_description(p.oid, 'pg_proc') AS v,
-            (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = $1::regclass AND g.tgname IN ('elara_sync_track', 'elara_sync_track_truncate'))::int AS n
-       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'elara_sync' AND p.proname = $2`,
-    [t.target.qualified, fnName],
-  );
-  if (r.rows[0]?.v !== version || r.rows[0]?.n !== 2) {
-    for (const stmt of ddl) await target.query(stmt);
-    await target.query(`COMMENT ON FUNCTION elara_sync."${fnName}"() IS '${version}'`);
+  // Under an advisory lock: two processes installing at once (the worker's warm-up and the first
+  // registration) would otherwise race on CREATE FUNCTION.
+  const install = async (c: pg.ClientBase) => {
+    await c.query(`SELECT pg_advisory_xact_lock(${LOCK_DDL})`);
+    const r = await c.query(
+      `SELECT obj_description(p.oid, 'pg_proc') AS v,
+              (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = $1::regclass AND g.tgname IN ('elara_sync_track', 'elara_sync_track_truncate'))::int AS n
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'elara_sync' AND p.proname = $2`,
+      [t.target.qualified, fnName],
+    );
+    if (r.rows[0]?.v !== version || r.rows[0]?.n !== 2) {
+      for (const stmt of ddl) await c.query(stmt);
+      await c.query(`COMMENT ON FUNCTION elara_sync."${fnName}"() IS '${version}'`);
+    }
+  };
+  if ('totalCount' in target) {
+    // A pool: one client, its own transaction.
+    const c = await (target as pg.Pool).connect();
+    try {
+      await c.query('BEGIN');
+      await install(c);
+      await c.query('COMMIT');
+    } catch (e) {
+      await c.query('ROLLBACK').catch(() => {});
+      throw e;
+    } finally {
+      c.release();
+    }
+  } else {
+    // A client inside the run's transaction: the lock is released at its end.
+    await install(target as pg.ClientBase);
   }
   seen.add(t.target.qualified);
 }

@@ -3,7 +3,8 @@ import type pg from 'pg';
 // The engine's own schema on the target. Created on first use; every statement is idempotent and
 // serialised by an advisory lock so two processes starting at once do not race on CREATE.
 export const STATE_SCHEMA_VERSION = 2;
-const LOCK_DDL = 0x656c6172; // "elar"
+/** Serialises the engine's DDL on staging (state schema, tracking triggers) across processes. */
+export const LOCK_DDL = 0x656c6172; // "elar"
 /** Session-level lock held for a whole reconcile run: one run at a time per staging database. */
 export const LOCK_RUN = 0x656c6131;
 /** Held exclusively by a run while it applies, shared by immediate (keys) syncs: they wait for the run. */
