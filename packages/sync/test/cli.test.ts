@@ -125,10 +125,11 @@ test('an unreachable database is exit 2 with a message that names it and hides t
 });
 
 test('a bad config file is named with every problem', async () => {
-  const { writeFileSync, mkdtempSync } = await import('node:fs');
-  const dir = mkdtempSync('/tmp/elara-cli-');
+  const { writeFileSync, mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(`${tmpdir()}/elara-cli-`);
   writeFileSync(`${dir}/bad.yml`, 'tables: []\nevery: 5m\n');
-  const r = await runCli(['run', ...from, '--config', `${dir}/bad.yml`]);
+  const r = await runCli(['run', ...from, '--config', `${dir}/bad.yml`]).finally(() => rmSync(dir, { recursive: true, force: true }));
   assert.equal(r.code, 2);
   assert.match(r.stderr, /bad\.yml has 2 problem/);
 });
