@@ -139,7 +139,7 @@ describe('backend Deployment and Service', () => {
       assert.equal(pod.automountServiceAccountToken, false);
       const c = pod.containers.find((x: any) => x.name === 'backend');
       assert.ok(c);
-      assert.deepEqual(c.command, ['node', '--import', 'tsx', 'packages/backend/src/server.ts']);
+      assert.deepEqual(c.command, ['node', '--import', 'tsx', 'packages/backend/src/serve.ts']);
       assert.ok(!JSON.stringify(c).includes('npm'), 'npm start boots the embedded database: not for Kubernetes');
       const port = c.ports.find((p: any) => p.name === 'http');
       assert.equal(port.containerPort, 3000);
