@@ -188,6 +188,36 @@ describe('staging writer', () => {
     }
   });
 
+  test('a whole reconcile and an immediate sync run as the reader and the writer', async () => {
+    const fresh = await createTestDatabase('roles_run');
+    dbs.push(fresh);
+    await sql(fresh.url, SCHEMA);
+    await sql(fresh.url, `DELETE FROM "User"; INSERT INTO "Organization" VALUES ('00000000-0000-0000-0000-0000000000f1', 'QA org')`);
+    applyOk(fresh.url, 'staging-roles.sql', { password: PASSWORD, writer_role: WRITER });
+    await sql(prod.url, `INSERT INTO "Organization" VALUES ('00000000-0000-0000-0000-000000000002', 'Second') ON CONFLICT DO NOTHING`);
+    const { runSync, syncKeys } = await import('../../packages/sync/src/index.ts');
+    const tables = [{ name: 'Organization' }, { name: 'User' }];
+    const r = await runSync({ sourceUrl: as(prod.url, READER), targetUrl: as(fresh.url, WRITER), tables });
+    assert.equal(r.error, undefined, r.error?.message);
+    assert.equal(r.ok, true);
+    assert.deepEqual(r.tables.map((t) => [t.table, t.targetRows]), [['Organization', 3], ['User', 1]]);
+    // A QA insert by the writer-less owner still works (the tracking trigger runs as its definer).
+    await sql(fresh.url, `INSERT INTO "Organization" VALUES ('00000000-0000-0000-0000-0000000000f2', 'QA 2')`);
+    const source = new pg.Pool({ connectionString: as(prod.url, READER) });
+    const target = new pg.Pool({ connectionString: as(fresh.url, WRITER) });
+    try {
+      await sql(prod.url, `UPDATE "Organization" SET name = 'Second, renamed' WHERE id = '00000000-0000-0000-0000-000000000002'`);
+      const k = await syncKeys(source, target, [{ table: 'Organization', keys: [{ id: '00000000-0000-0000-0000-000000000002' }] }]);
+      assert.equal(k[0]!.upserted, 1);
+    } finally {
+      await source.end();
+      await target.end();
+    }
+    const again = await runSync({ sourceUrl: as(prod.url, READER), targetUrl: as(fresh.url, WRITER), tables });
+    assert.equal(again.ok, true);
+    assert.equal((await sql(fresh.url, `SELECT count(*)::int AS n FROM "Organization" WHERE name LIKE 'QA%'`)).rows[0].n, 2);
+  });
+
   test('cannot create in public, alter or truncate the synced tables, or touch other tables', async () => {
     assert.equal(await attempt(staging.url, WRITER, `CREATE TABLE public.sneaky (id int)`), '42501');
     assert.equal(await attempt(staging.url, WRITER, `ALTER TABLE "User" ADD COLUMN x int`), '42501');
