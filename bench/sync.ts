@@ -191,7 +191,7 @@ async function runElara(src: string, dst: string): Promise<ElaraRun> {
   }
   const startup = bundleFresh() ? 'bundle' : 'tsx';
   if (startup === 'tsx') log('warning: packages/sync/src is newer than the bundle; elara-sync starts through tsx for this run');
-  const run = await runTimed('node', [CLI, 'run', '--json', '--from', src, '--to', dst], {
+  const run = await runTimed('node', ['--max-semi-space-size=1', CLI, 'run', '--json', '--from', src, '--to', dst], {
     timeoutMs: TIMEOUT_MS, cwd: ROOT, measureRss: true, forcePoll: flags['rss-poll'],
   });
   let json: ElaraJson | null = null;
@@ -447,7 +447,7 @@ async function main(): Promise<number> {
   const smallest = results.reduce<SizeResult | undefined>((a, b) => (a && a.users <= b.users ? a : b), undefined);
   const rssMethod = results.flatMap((r) => STEPS.map((s) => r.steps[s].elara?.rssMethod)).find(Boolean) ?? 'none';
   const header = [
-    `elara-sync benchmark, ${startedAt.toISOString()}: git ${git.head}${git.dirty.length ? ` + ${git.dirty.length} uncommitted file(s) in packages/sync` : ''}`
+    `elara-sync benchmark (elara-sync runs as the CronJob does: node --max-semi-space-size=1 …), ${startedAt.toISOString()}: git ${git.head}${git.dirty.length ? ` + ${git.dirty.length} uncommitted file(s) in packages/sync` : ''}`
       + `${builds > 1 ? ` (packages/sync/src changed during the run: bundle built ${builds} times, now at ${gitInfo().head})` : ''}, `
       + `Node ${process.versions.node}, PostgreSQL ${pgVersion}, ${availableParallelism()} cores; whole-process wall times (start-up included); `
       + `RSS via ${rssMethod === 'time' ? '/usr/bin/time %M' : '/proc/<pid>/status VmHWM polled every 50 ms'}.`,

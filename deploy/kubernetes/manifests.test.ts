@@ -122,7 +122,7 @@ describe('reconcile CronJob', () => {
       assert.equal(pod.automountServiceAccountToken, false);
       const [c, ...more] = pod.containers;
       assert.equal(more.length, 0);
-      assert.deepEqual(c.command, ['node', 'packages/sync/bin/elara-sync.js', 'run', '--json']);
+      assert.deepEqual(c.command, ['node', '--max-semi-space-size=1', 'packages/sync/bin/elara-sync.js', 'run', '--json']);
       assertSecretEnv(c, { DATABASE_URL: ['elara-sync-credentials', 'source-url'], STAGING_DATABASE_URL: ['elara-sync-credentials', 'target-url'] });
       assertHardened(pod, c);
     });

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
 // The elara-sync command. Runs the bundle built by `npm install` (scripts/build-cli.mjs) when it
 // is newer than every source file; otherwise the TypeScript sources through tsx, so an edited
 // checkout never runs stale code.

@@ -159,3 +159,15 @@ test('run --every repeats until SIGTERM, then stops after the run in progress', 
   for (const r of runs) assert.equal(r.ok, true);
   assert.match(stderr, /stopping after the run in progress/);
 });
+
+test('doctor prints one line per check and exits 0/1; --json lists the checks', async () => {
+  const r = await runCli(['doctor', ...from, '--json']);
+  assert.ok(r.code === 0 || r.code === 1, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.ok(Array.isArray(j.checks) && j.checks.length > 5);
+  assert.equal(j.checks.find((c: { name: string }) => c.name === 'fk order').ok, true);
+  const bad = await runCli(['doctor', '--from', 'postgresql://u:hunter2secret@127.0.0.1:1/x', '--to', pair.target.url]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stdout, /FAIL/);
+  assert.doesNotMatch(bad.stdout + bad.stderr, /hunter2secret/);
+});

@@ -269,3 +269,31 @@ test('a column added to both sides later forces one full compare and is filled i
     await pair.drop();
   }
 });
+
+test('transforms and row filters run in the source query: masked values and filtered rows never reach staging', async () => {
+  const pair = await createPair('reconcile_transform', SEED_SCHEMA);
+  try {
+    await sql(pair.source.url, SEED_ROWS);
+    const tables = [
+      { name: 'Organization' },
+      { name: 'User', transforms: { email: `'user_' || left(md5(email), 8) || '@example.invalid'`, firstName: 'NULL' }, where: `"organizationId" <> '00000000-0000-0000-0000-000000000003'` },
+    ];
+    const opts = { sourceUrl: pair.source.url, targetUrl: pair.target.url, tables };
+    const r = await runSync(opts);
+    assert.equal(r.error, undefined, r.error?.message);
+    const staged = await sql(pair.target.url, `SELECT email, "firstName" FROM "User" ORDER BY id`);
+    assert.equal(staged.rows.length, 3, 'the user of organization 3 is filtered out');
+    for (const u of staged.rows) {
+      assert.match(u.email, /^user_[0-9a-f]{8}@example\.invalid$/);
+      assert.equal(u.firstName, null);
+    }
+    // A production change to a filtered-in row arrives masked; verify compares the masked form.
+    await sql(pair.source.url, `UPDATE "User" SET email = 'changed@x.test' WHERE email = 'u1@x.test'`);
+    const again = await runSync(opts);
+    assert.equal(again.tables.find((t) => t.table === 'User')!.updated, 1);
+    assert.equal((await verifySync(opts)).equal, true);
+    assert.equal((await sql(pair.target.url, `SELECT count(*)::int AS n FROM "User" WHERE email LIKE '%@x.test'`)).rows[0].n, 0);
+  } finally {
+    await pair.drop();
+  }
+});

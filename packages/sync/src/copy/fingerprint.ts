@@ -18,6 +18,8 @@ export class Fingerprints {
 
   static fromBytes(buckets: number, bytes: Buffer | null): Fingerprints | null {
     if (!bytes || bytes.length !== buckets * 12) return null;
+    // Buffer.alloc'd buffers larger than the pool own their ArrayBuffer at offset 0: no copy.
+    if (bytes.byteOffset % 4 === 0) return new Fingerprints(buckets, new Uint32Array(bytes.buffer, bytes.byteOffset, buckets * 3));
     const copy = new Uint8Array(bytes.length);
     copy.set(bytes);
     return new Fingerprints(buckets, new Uint32Array(copy.buffer));
@@ -98,40 +100,60 @@ export async function computeFingerprints(client: pg.ClientBase, query: string, 
   const data = fp.data;
   const mask = buckets - 1;
   const stream = client.query(copyTo(`COPY (${query}) TO STDOUT (FORMAT binary)`));
-  let carry: Buffer | null = null;
-  let headerDone = false;
+  // A tuple split across two chunks is completed in this small buffer: no per-chunk concat.
+  const TUPLE = 26;
+  const edge = Buffer.alloc(TUPLE);
+  let edgeLen = 0;
+  let header: Buffer | null = Buffer.alloc(0);
+  let done = false;
+  const fold = (buf: Buffer, off: number) => {
+    const b = ((buf[off + 10]! << 24 | buf[off + 11]! << 16 | buf[off + 12]! << 8 | buf[off + 13]!) & mask) * 3;
+    data[b] = data[b]! + 1;
+    data[b + 2] = data[b + 2]! ^ (buf[off + 16]! << 24 | buf[off + 17]! << 16 | buf[off + 18]! << 8 | buf[off + 19]!);
+    data[b + 1] = data[b + 1]! ^ (buf[off + 20]! << 24 | buf[off + 21]! << 16 | buf[off + 22]! << 8 | buf[off + 23]!);
+  };
   for await (const chunk of stream as AsyncIterable<Buffer>) {
-    let buf: Buffer = carry ? Buffer.concat([carry, chunk]) : chunk;
+    let buf = chunk;
     let off = 0;
-    if (!headerDone) {
-      if (buf.length < 19) {
-        carry = buf;
-        continue;
+    if (header) {
+      // Binary COPY header: 11-byte signature, int32 flags, int32 extension length, extension.
+      header = Buffer.concat([header, buf]);
+      if (header.length < 19 || header.length < 19 + header.readUInt32BE(15)) continue;
+      buf = header;
+      off = 19 + header.readUInt32BE(15);
+      header = null;
+    }
+    if (done) continue;
+    if (edgeLen > 0) {
+      if (edgeLen < 2 || (edge[0] !== 0xff || edge[1] !== 0xff)) {
+        const take = Math.min(TUPLE - edgeLen, buf.length - off);
+        buf.copy(edge, edgeLen, off, off + take);
+        edgeLen += take;
+        off += take;
+        if (edgeLen >= 2 && edge[0] === 0xff && edge[1] === 0xff) {
+          done = true;
+          continue;
+        }
+        if (edgeLen < TUPLE) continue;
+        fold(edge, 0);
+        edgeLen = 0;
       }
-      const ext = buf.readUInt32BE(15);
-      if (buf.length < 19 + ext) {
-        carry = buf;
-        continue;
-      }
-      off = 19 + ext;
-      headerDone = true;
     }
     // Each tuple: 2 (field count) + 4 + 8 (int8 key hash) + 4 + 8 (int8 version) = 26 bytes;
     // the trailer is int16 -1.
     while (off + 2 <= buf.length) {
       if (buf[off] === 0xff && buf[off + 1] === 0xff) {
-        off += 2;
+        done = true;
         break;
       }
-      if (off + 26 > buf.length) break;
-      const b = ((buf[off + 10]! << 24 | buf[off + 11]! << 16 | buf[off + 12]! << 8 | buf[off + 13]!) & mask) * 3;
-      data[b] = data[b]! + 1;
-      data[b + 2] = data[b + 2]! ^ (buf[off + 16]! << 24 | buf[off + 17]! << 16 | buf[off + 18]! << 8 | buf[off + 19]!);
-      data[b + 1] = data[b + 1]! ^ (buf[off + 20]! << 24 | buf[off + 21]! << 16 | buf[off + 22]! << 8 | buf[off + 23]!);
-      off += 26;
+      if (off + TUPLE > buf.length) break;
+      fold(buf, off);
+      off += TUPLE;
     }
-    carry = off < buf.length ? buf.subarray(off) : null;
-    buf = Buffer.alloc(0);
+    if (!done && off < buf.length) {
+      buf.copy(edge, 0, off);
+      edgeLen = buf.length - off;
+    }
   }
   return fp;
 }

@@ -67,7 +67,7 @@ let lastMark = Date.now();
 function mark(what: string): void {
   if (!debug) return;
   const now = Date.now();
-  process.stderr.write(`[elara-sync] ${String(now - lastMark).padStart(6)} ms  ${what}\n`);
+  process.stderr.write(`[elara-sync] ${String(now - lastMark).padStart(6)} ms  rss ${Math.round(process.memoryUsage().rss / 1e6)} MB  ${what}\n`);
   lastMark = now;
 }
 
@@ -197,7 +197,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
       let scope: Scope = { kind: 'all' };
       let rowsToCopy = fp.rows();
       const storedBytes = stateValid && state.buckets === buckets
-        ? (await target.query(`SELECT fingerprints FROM elara_sync.table_state WHERE table_name = $1`, [display])).rows[0]?.fingerprints : null;
+        ? await readFingerprints(target, display) : null;
       const stored = storedBytes ? Fingerprints.fromBytes(buckets, storedBytes) : null;
       if (stored) {
         const d = fp.diff(stored);
@@ -366,6 +366,22 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
   } finally {
     await Promise.all([source?.end().catch(() => {}), target?.end().catch(() => {}), progressClient?.end().catch(() => {})]);
   }
+}
+
+/**
+ * The stored bucket fingerprints, read in 512 KiB slices: a bytea arrives as a hex string twice its
+ * size, and a few MB of strings at once would show up in the process's peak memory.
+ */
+async function readFingerprints(target: pg.Client, table: string): Promise<Buffer | null> {
+  const n = (await target.query(`SELECT octet_length(fingerprints) AS n FROM elara_sync.table_state WHERE table_name = $1`, [table])).rows[0]?.n;
+  if (n === undefined || n === null) return null;
+  const out = Buffer.alloc(Number(n));
+  const slice = 512 * 1024;
+  for (let off = 0; off < out.length; off += slice) {
+    const r = await target.query(`SELECT substring(fingerprints FROM $2 FOR $3) AS s FROM elara_sync.table_state WHERE table_name = $1`, [table, off + 1, slice]);
+    (r.rows[0].s as Buffer).copy(out, off);
+  }
+  return out;
 }
 
 /** Reports rows copied so far from pg_stat_progress_copy of the writer's backend. */
