@@ -8,4 +8,5 @@ export { verifySync, type VerifyResult, type TableVerifyResult } from './verify/
 export { loadConfig, type SyncConfig } from './config.ts';
 export { readRuns, readTableStates, type TableState } from './state/runs.ts';
 export { redactUrl } from './engine/connect.ts';
+export { withTransaction } from './engine/transaction.ts';
 export type { TableConfig } from './catalog/introspect.ts';

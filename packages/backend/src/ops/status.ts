@@ -5,7 +5,7 @@ import { timingSafeEqual, createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type pg from 'pg';
-import { readRuns, readTableStates, type RunRecord } from '@elara/sync';
+import { readRuns, readTableStates, withTransaction, type RunRecord } from '@elara/sync';
 import type { AppDeps } from '../app.ts';
 import { errorBody } from '../errors.ts';
 import { OUTBOX_BACKLOG_SQL, SYNC_TASKS } from '../sync/outbox.ts';
@@ -51,9 +51,7 @@ const quote = (t: string) => t.split('.').map((p) => `"${p.replace(/"/g, '""')}"
 
 async function countRows(pool: pg.Pool, tables: string[]): Promise<Map<string, number>> {
   const out = new Map<string, number>();
-  const client = await pool.connect();
-  try {
-    await client.query(`BEGIN READ ONLY; SET LOCAL statement_timeout = 3000`);
+  await withTransaction(pool, async (client) => {
     for (const t of tables) {
       // Exact counts for small tables; the planner's estimate above a million rows (a status
       // page refreshing every few seconds must not scan big tables each time).
@@ -62,13 +60,7 @@ async function countRows(pool: pg.Pool, tables: string[]): Promise<Map<string, n
       if (n > 1_000_000) out.set(t, n);
       else if (est.rows.length > 0) out.set(t, Number((await client.query(`SELECT count(*) AS n FROM ${quote(t)}`)).rows[0].n));
     }
-    await client.query('COMMIT');
-  } catch (e) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw e;
-  } finally {
-    client.release();
-  }
+  }, `BEGIN READ ONLY; SET LOCAL statement_timeout = 3000`);
   return out;
 }
 

@@ -4,6 +4,7 @@ import type pg from 'pg';
 import { createHash } from 'node:crypto';
 import { quoteIdent, type SyncedTable } from '../catalog/introspect.ts';
 import { LOCK_DDL } from '../state/schema.ts';
+import { withTransaction } from '../engine/transaction.ts';
 import {
   adoptLocalRows, columnList, createTempTable, LOCAL_ROWS, deleteMissing, findConflicts, planCounts, trackingTriggerDdl, insertNew, updateChanged, freeUniqueValues, keyHash, keyText, type Scope,
 } from '../sql/statements.ts';
@@ -135,17 +136,7 @@ export async function ensureTracking(target: pg.ClientBase | pg.Pool, t: SyncedT
   };
   if ('totalCount' in target) {
     // A pool: one client, its own transaction.
-    const c = await (target as pg.Pool).connect();
-    try {
-      await c.query('BEGIN');
-      await install(c);
-      await c.query('COMMIT');
-    } catch (e) {
-      await c.query('ROLLBACK').catch(() => {});
-      throw e;
-    } finally {
-      c.release();
-    }
+    await withTransaction(target as pg.Pool, install);
   } else {
     // A client inside the run's transaction: the lock is released at its end.
     await install(target as pg.ClientBase);

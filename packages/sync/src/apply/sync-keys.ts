@@ -7,6 +7,7 @@ import { orderTables } from '../plan/table-order.ts';
 import { columnList, sourceSelect, SESSION_SETTINGS } from '../sql/statements.ts';
 import { applyDeletes, applyUpserts, ensureTracking, stageTableForSession } from './apply.ts';
 import { ensureStateSchema, LOCK_APPLY } from '../state/schema.ts';
+import { withTransaction } from '../engine/transaction.ts';
 
 export interface SyncKeysOptions {
   /** statement_timeout on the target, ms (default 5000). */
@@ -67,32 +68,23 @@ export async function syncKeys(
 
   // Read every requested row from one snapshot of the source.
   const rows = new Map<string, unknown[][]>();
-  const src = await source.connect();
-  try {
-    await src.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${SESSION_SETTINGS.replace(/SET /g, 'SET LOCAL ')}`);
+  await withTransaction(source, async (src) => {
     for (const [q, { t, keys }] of byName) {
       if (keys.length === 0) continue;
       const text = `${sourceSelect(t, { kind: 'all' })} ${t.where ? 'AND' : 'WHERE'} (${t.target.primaryKey.map((c) => `s.${quoteIdent(c)}`).join(', ')}) IN (${keysRecordset(t, '$1')})`;
       const r = await src.query({ name: `elara_src_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`, text, values: [keysJson(t, keys)], rowMode: 'array', types: rawText });
       rows.set(q, r.rows);
     }
-    await src.query('COMMIT');
-  } catch (e) {
-    await src.query('ROLLBACK').catch(() => {});
-    throw e;
-  } finally {
-    src.release();
-  }
+  }, `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${SESSION_SETTINGS.replace(/SET /g, 'SET LOCAL ')}`);
 
   await ensureStateSchema(target);
   for (const t of tables) await ensureTracking(target, t);
-  const client = await target.connect();
   const results = new Map<string, KeySyncResult & { conflicts: number }>();
-  try {
+  await withTransaction(target, async (client) => {
     const lockWait = options.lockWaitMs ?? 30_000;
     const timeout = options.statementTimeoutMs ?? 5000;
     // Wait (up to lockWait) while a reconcile applies, then apply under the normal timeout.
-    await client.query(`BEGIN; SET LOCAL elara_sync.writer = 'on'; SET CONSTRAINTS ALL DEFERRED;
+    await client.query(`SET LOCAL elara_sync.writer = 'on'; SET CONSTRAINTS ALL DEFERRED;
       SET LOCAL lock_timeout = ${lockWait}; SET LOCAL statement_timeout = ${Math.max(timeout, lockWait)};
       SELECT pg_advisory_xact_lock_shared(${LOCK_APPLY});
       SET LOCAL statement_timeout = ${timeout}; ${SESSION_SETTINGS.replace(/SET /g, 'SET LOCAL ')}`);
@@ -122,12 +114,6 @@ export async function syncKeys(
       const s = staged.get(q)!;
       results.get(q)!.deleted += await applyDeletes(client, s, { kind: 'keys', keysTable: s.keys });
     }
-    await client.query('COMMIT');
-  } catch (e) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw e;
-  } finally {
-    client.release();
-  }
+  });
   return requests.map((_, i) => results.get(tables[i]!.target.qualified)!);
 }
