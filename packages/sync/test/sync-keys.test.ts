@@ -68,3 +68,19 @@ test('waits for a reconcile that is applying, then applies (no lost or deleted r
 test('a missing primary-key value is a clear error', async () => {
   await assert.rejects(syncKeys(source, target, [{ table: 'Organization', keys: [{ name: 'x' }] }]), /no value for primary-key column id/);
 });
+
+test('an email erased in production and registered again reaches staging in the immediate sync', async () => {
+  const o = '00000000-0000-0000-0000-000000000003';
+  const oldUser = '00000000-0000-0000-0000-000000000301';
+  const newUser = '00000000-0000-0000-0000-000000000302';
+  await sql(pair.source.url, `INSERT INTO "Organization" VALUES ('${o}', 'Erase Co', 'k3'); INSERT INTO "User" VALUES ('${oldUser}', 'again@x.test', '${o}', NULL)`);
+  await syncKeys(source, target, [{ table: 'Organization', keys: [{ id: o }] }, { table: 'User', keys: [{ id: oldUser }] }]);
+  // GDPR erasure, then the same person registers again before any reconcile has run.
+  await sql(pair.source.url, `DELETE FROM "User" WHERE id = '${oldUser}'; INSERT INTO "User" VALUES ('${newUser}', 'again@x.test', '${o}', NULL)`);
+  const r = await syncKeys(source, target, [{ table: 'User', keys: [{ id: newUser }] }]);
+  assert.equal(r[0]!.upserted, 1);
+  assert.equal((await sql(pair.target.url, `SELECT id FROM "User" WHERE email = 'again@x.test'`)).rows[0].id, newUser);
+  // The erased row waits, with a placeholder email, for its own sync or the next reconcile.
+  await syncKeys(source, target, [{ table: 'User', keys: [{ id: oldUser }] }]);
+  assert.equal((await sql(pair.target.url, `SELECT count(*)::int AS n FROM "User" WHERE id = '${oldUser}'`)).rows[0].n, 0);
+});

@@ -92,7 +92,7 @@ function progressReporter(io: Io, enabled: boolean): { onProgress?: (e: Progress
     onProgress: (e) => {
       if (e.kind === 'order') width.n = Math.max(...e.tables.map((t) => t.length), 5);
       if (e.kind === 'table-start') {
-        const note = e.scope === 'none' ? '(unchanged)' : e.scope === 'changed' ? '(changed ranges)' : '(full compare)';
+        const note = { none: '(unchanged)', changed: '(changed ranges)', all: '(full compare)', initial: '(first run)' }[e.scope];
         bars.set(e.table, multi.create(Math.max(e.rowsToCopy, 1), e.scope === 'none' ? Math.max(e.rowsToCopy, 1) : 0, { table: e.table.padEnd(width.n), note }));
       }
       if (e.kind === 'table-progress') bars.get(e.table)?.update(e.rowsCopied);

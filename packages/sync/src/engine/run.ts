@@ -28,7 +28,7 @@ export interface RunOptions {
 
 export type ProgressEvent =
   | { kind: 'order'; tables: string[] }
-  | { kind: 'table-start'; table: string; rowsToCopy: number; scope: 'none' | 'changed' | 'all' }
+  | { kind: 'table-start'; table: string; rowsToCopy: number; scope: 'none' | 'changed' | 'all' | 'initial' }
   | { kind: 'table-progress'; table: string; rowsCopied: number }
   | { kind: 'table-done'; table: string; result: TableRunResult };
 
@@ -229,7 +229,8 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
       };
       works.push(work);
       const nothingChanged = stored !== null && scope.kind === 'buckets' && !scope.bitmap.some((x) => x !== 0);
-      opts.onProgress?.({ kind: 'table-start', table: display, rowsToCopy, scope: nothingChanged ? 'none' : scope.kind === 'all' ? 'all' : 'changed' });
+      const initialLoad = scope.kind === 'all' && !dryRun && !stored && Number(state?.target_rows ?? 0) === 0 && !state?.tracked_since;
+      opts.onProgress?.({ kind: 'table-start', table: display, rowsToCopy, scope: nothingChanged ? 'none' : initialLoad ? 'initial' : scope.kind === 'all' ? 'all' : 'changed' });
       if (nothingChanged) continue;
 
       await target.query(`SAVEPOINT t${i}`);
