@@ -84,3 +84,15 @@ test('an email erased in production and registered again reaches staging in the 
   await syncKeys(source, target, [{ table: 'User', keys: [{ id: oldUser }] }]);
   assert.equal((await sql(pair.target.url, `SELECT count(*)::int AS n FROM "User" WHERE id = '${oldUser}'`)).rows[0].n, 0);
 });
+
+test('a run after immediate syncs reports staging row counts as they are', async () => {
+  const opts = { sourceUrl: pair.source.url, targetUrl: pair.target.url, tables: [{ name: 'Organization' }, { name: 'User' }] };
+  await runSync(opts);
+  const o = '00000000-0000-0000-0000-000000000004';
+  await sql(pair.source.url, `INSERT INTO "Organization" VALUES ('${o}', 'Counted', 'k4')`);
+  await syncKeys(source, target, [{ table: 'Organization', keys: [{ id: o }] }]);
+  const r = await runSync(opts);
+  const org = r.tables.find((t) => t.table === 'Organization')!;
+  const staged = (await sql(pair.target.url, `SELECT count(*)::int AS n FROM "Organization"`)).rows[0].n;
+  assert.equal(org.targetRows, staged);
+});

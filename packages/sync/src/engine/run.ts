@@ -56,8 +56,6 @@ interface TableWork {
   started: number;
   /** Skipped by the aggregate check: nothing to read, apply or store but the run id. */
   unchanged: boolean;
-  /** Staging's row count at the last run when nothing but this run has written since (no edits). */
-  knownTargetRows: number | null;
   total: { rows: number; hi: number; lo: number; text: string };
 }
 
@@ -183,7 +181,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
           table: display, sourceRows: total.rows, targetRows: Number(state.target_rows), inserted: 0, updated: 0, deleted: 0,
           unchanged: total.rows, conflicts: 0, durationMs: 0,
         };
-        works.push({ t, staged: null, scope: { kind: 'all' }, fp: new Fingerprints(0), sig, failed: false, adopt: false, poisoned: [], started: tStart, result, unchanged: true, total, knownTargetRows: null });
+        works.push({ t, staged: null, scope: { kind: 'all' }, fp: new Fingerprints(0), sig, failed: false, adopt: false, poisoned: [], started: tStart, result, unchanged: true, total });
         opts.onProgress?.({ kind: 'table-start', table: display, rowsToCopy: 0, scope: 'none' });
         result.durationMs = Date.now() - tStart;
         continue;
@@ -224,7 +222,6 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
       mark(`${display}: ${rowsToCopy} rows to copy (${scope.kind})`);
       const work: TableWork = {
         t, staged: null, scope, fp, sig, failed: false, adopt: !state?.tracked_since, poisoned: [], started: tStart, unchanged: false, total,
-        knownTargetRows: stateValid && !state.edited && state.target_rows !== null ? Number(state.target_rows) : null,
         result: { table: display, sourceRows: fp.rows(), targetRows: 0, inserted: 0, updated: 0, deleted: 0, unchanged: 0, conflicts: 0, durationMs: 0 },
       };
       works.push(work);
@@ -315,9 +312,9 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
         continue;
       }
       const tEnd = Date.now();
-      r.targetRows = w.knownTargetRows !== null && !w.failed && !dryRun
-        ? w.knownTargetRows + r.inserted - r.deleted
-        : Number((await target.query(`SELECT count(*) AS n FROM ${w.t.target.qualified}`)).rows[0].n);
+      // Counted, not derived from the last run's count: immediate syncs write to staging between
+      // runs without leaving edits behind.
+      r.targetRows = Number((await target.query(`SELECT count(*) AS n FROM ${w.t.target.qualified}`)).rows[0].n);
       r.unchanged = Math.max(0, r.sourceRows - r.inserted - r.updated - r.conflicts);
       if (!dryRun && !w.failed) {
         for (const b of w.poisoned) w.fp.poison(b);
