@@ -151,16 +151,12 @@ export function findConflicts(t: SyncedTable, tmp: string, conflicts: string, lo
  * updateChanged, so an updated row may reference a row inserted in the same run (FKs are checked
  * at the end of each statement; across tables they are deferred when deferrable).
  */
-export function insertNew(t: SyncedTable, tmp: string, conflicts: string, opts: { skipUniqueCollisions?: boolean } = {}): string {
+export function insertNew(t: SyncedTable, tmp: string, conflicts: string): string {
   const cols = columnList(t);
-  const collisions = opts.skipUniqueCollisions
-    ? syncedUniques(t).map((u) => `
-      AND NOT EXISTS (SELECT 1 FROM ${t.target.qualified} t WHERE ${uniqueJoin(u, 't', 's')})`).join('')
-    : '';
   return `INSERT INTO ${t.target.qualified} (${cols})
     SELECT ${cols} FROM ${tmp} s
     WHERE NOT EXISTS (SELECT 1 FROM ${t.target.qualified} t WHERE ${pkJoin(t.target, 't', 's')})
-      AND NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${keyText(t.target, 's')})${collisions}`;
+      AND NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${keyText(t.target, 's')})`;
 }
 
 /** Unique constraints whose columns are all synced (the others cannot collide through us). */
@@ -241,7 +237,7 @@ export function deleteMissing(t: SyncedTable, tmp: string, conflicts: string, sc
   };
 }
 
-/** Counts for a dry run: what upsert and deleteMissing would do, without writing. */
+/** Counts for a dry run: what insertNew, updateChanged and deleteMissing would do, without writing. */
 export function planCounts(t: SyncedTable, tmp: string, conflicts: string, scope: Scope, localRows = LOCAL_ROWS): { text: string; values: unknown[] } {
   const nonKey = t.columns.filter((c) => !t.target.primaryKey.includes(c.name));
   const differs = nonKey.length === 0 ? 'false'
