@@ -1,18 +1,11 @@
-import { SyncError } from '../errors.ts';
-import type { TableInfo } from '../catalog/introspect.ts';
-
-/** "public"."User" → User; "s"."T" → s.T (for messages). */
-function displayName(qualified: string): string {
-  const parts = qualified.match(/"(?:[^"]|"")*"/g)?.map((p) => p.slice(1, -1).replace(/""/g, '"')) ?? [qualified];
-  return parts[0] === 'public' && parts.length === 2 ? parts[1]! : parts.join('.');
-}
+import { displayName, type TableInfo } from '../catalog/introspect.ts';
 
 export interface TableOrder {
   /** Parents before children: the order for inserts and updates. */
   upsertOrder: string[];
   /** Children before parents: the order for deletes. */
   deleteOrder: string[];
-  /** Groups of tables that reference each other in a cycle (all FKs in them are deferrable). */
+  /** Groups of tables that reference each other in a cycle. */
   cycles: string[][];
   /** FKs from a synced table to a table that is not synced (reported, not fatal). */
   outsideReferences: Array<{ table: string; constraint: string; references: string }>;
@@ -20,10 +13,9 @@ export interface TableOrder {
 
 /**
  * Orders tables by their foreign keys (Tarjan's strongly connected components, emitted parents
- * first). A self-reference needs nothing: PostgreSQL checks immediate FKs at the end of each
- * statement, and each table is written by one statement per phase. A cycle between tables works
- * only when every FK inside it is DEFERRABLE, since the whole run is one transaction with
- * SET CONSTRAINTS ALL DEFERRED.
+ * first), so statements and reports read parents first. Correctness does not depend on it: the
+ * apply runs with session_replication_role = replica, where FK triggers do not fire, and keeps
+ * integrity with its hold rules, so self-references and cycles (deferrable or not) work alike.
  */
 export function orderTables(tables: TableInfo[]): TableOrder {
   const byName = new Map(tables.map((t) => [t.qualified, t]));
@@ -75,27 +67,7 @@ export function orderTables(tables: TableInfo[]): TableOrder {
   // Visit in the configured order so independent tables keep it.
   for (const t of tables) if (!idx.has(t.qualified)) visit(t.qualified);
 
-  const cycles: string[][] = [];
-  for (const comp of components) {
-    if (comp.length < 2) continue;
-    const members = new Set(comp);
-    const blocking: string[] = [];
-    for (const name of comp) {
-      const t = byName.get(name)!;
-      for (const fk of t.foreignKeys) {
-        if (members.has(fk.refTable) && fk.refTable !== name && !fk.deferrable) blocking.push(`${t.display}.${fk.name}`);
-      }
-    }
-    const names = comp.map((n) => byName.get(n)!.display);
-    if (blocking.length > 0) {
-      throw new SyncError(
-        'E_FK_CYCLE',
-        `tables ${names.join(', ')} reference each other in a cycle and these foreign keys are not deferrable: ${blocking.join(', ')}`,
-        `make them deferrable in staging (ALTER TABLE … ALTER CONSTRAINT <name> DEFERRABLE), or sync the tables in separate runs`,
-      );
-    }
-    cycles.push(names);
-  }
+  const cycles = components.filter((c) => c.length > 1).map((c) => c.map((n) => byName.get(n)!.display));
   const upsertOrder = components.flat();
   return { upsertOrder, deleteOrder: [...upsertOrder].reverse(), cycles, outsideReferences };
 }
