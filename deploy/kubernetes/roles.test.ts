@@ -89,11 +89,18 @@ before(async () => {
   }
 });
 
+async function dropRole(role: string): Promise<void> {
+  await sql(ADMIN_URL, `DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '${role}') THEN
+      REVOKE SET ON PARAMETER session_replication_role FROM "${role}"; END IF; END $$`);
+  await sql(ADMIN_URL, `DROP ROLE IF EXISTS "${role}"`);
+}
+
 after(async () => {
   for (const db of dbs) await db.drop();
-  // Grants lived in the dropped databases; what is left of the roles is cluster-wide.
+  // Grants lived in the dropped databases; what is left of the roles is cluster-wide (the
+  // SET privilege on session_replication_role is one such grant).
   await sql(ADMIN_URL, `DROP ROLE IF EXISTS "${READER}"`);
-  await sql(ADMIN_URL, `DROP ROLE IF EXISTS "${WRITER}"`);
+  await dropRole(WRITER);
 });
 
 describe('production reader', () => {
@@ -268,7 +275,7 @@ describe('the scripts refuse unsafe setups', () => {
     } finally {
       await extra.drop();
       dbs.splice(dbs.indexOf(extra), 1);
-      await sql(ADMIN_URL, `DROP ROLE IF EXISTS "${role}"`);
+      await dropRole(role);
     }
   });
 });

@@ -13,7 +13,11 @@
 --   * SELECT, INSERT, UPDATE, DELETE and TRIGGER on the synced tables "Organization" and "User"
 --     (TRIGGER: the engine records rows created directly in staging with a trigger);
 --   * USAGE and CREATE on schema elara_sync, where the engine keeps run records, row provenance
---     and its trigger functions (it owns what it creates there).
+--     and its trigger functions (it owns what it creates there);
+--   * SET session_replication_role (PostgreSQL 15+): the engine applies rows as a replica, so
+--     staging's own triggers and FK actions do not fire on them (as with logical replication);
+--   * SELECT, UPDATE on the synced tables' sequences: staging's sequences are kept ahead of
+--     production's, so rows QA inserts with default keys never collide with later production rows.
 -- No TRUNCATE, no DDL on the synced tables (not the owner), nothing on other tables, no CREATE in
 -- public. The check at the end proves that before committing.
 \set ON_ERROR_STOP on
@@ -58,6 +62,11 @@ ALTER ROLE :"writer_role" SET idle_in_transaction_session_timeout = :'idle_timeo
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), :'writer_role') \gexec
 GRANT USAGE ON SCHEMA public TO :"writer_role";
 GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER ON TABLE public."Organization", public."User" TO :"writer_role";
+GRANT SET ON PARAMETER session_replication_role TO :"writer_role";
+SELECT format('GRANT SELECT, UPDATE ON SEQUENCE %s TO %I', s, :'writer_role')
+  FROM (SELECT pg_get_serial_sequence(format('public.%I', t), a.attname) AS s
+          FROM unnest(ARRAY['Organization', 'User']) t JOIN pg_attribute a ON a.attrelid = format('public.%I', t)::regclass AND a.attnum > 0) x
+ WHERE s IS NOT NULL \gexec
 
 CREATE SCHEMA IF NOT EXISTS elara_sync;
 GRANT USAGE, CREATE ON SCHEMA elara_sync TO :"writer_role";

@@ -21,14 +21,17 @@ describe('immediate staging sync', () => {
 
   before(async () => {
     dbs = await createDatabases('backend_sync');
-    // Records the order in which staging receives rows (outside the synced schema).
+    // Records the order in which staging receives rows (outside the synced schema). ENABLE ALWAYS:
+    // the engine applies as a replica, where ordinary triggers do not fire.
     await sql(dbs.staging.url, `
       CREATE SCHEMA test_probe;
       CREATE TABLE test_probe.arrivals (seq bigserial PRIMARY KEY, tbl text NOT NULL, id uuid NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
       CREATE FUNCTION test_probe.record() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN INSERT INTO test_probe.arrivals (tbl, id) VALUES (TG_TABLE_NAME, NEW.id); RETURN NEW; END $$;
       CREATE TRIGGER test_probe_org AFTER INSERT ON "Organization" FOR EACH ROW EXECUTE FUNCTION test_probe.record();
-      CREATE TRIGGER test_probe_user AFTER INSERT ON "User" FOR EACH ROW EXECUTE FUNCTION test_probe.record();`);
+      CREATE TRIGGER test_probe_user AFTER INSERT ON "User" FOR EACH ROW EXECUTE FUNCTION test_probe.record();
+      ALTER TABLE "Organization" ENABLE ALWAYS TRIGGER test_probe_org;
+      ALTER TABLE "User" ENABLE ALWAYS TRIGGER test_probe_user;`);
     proxy = await startProxy(5432);
     server = await startTestServer({
       DATABASE_URL: dbs.prod.url,

@@ -3,7 +3,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { SyncError } from './errors.ts';
-import type { TableConfig } from './catalog/introspect.ts';
+import { expressionProblems, type TableConfig } from './plan/table-plan.ts';
 
 const durationRe = /^(\d+)(ms|s|m|h)$/;
 export function parseDuration(s: string): number {
@@ -27,6 +27,7 @@ const fileSchema = z.object({
   interval: z.string().regex(durationRe, 'a duration like 30s, 5m or 1h').optional(),
   statementTimeout: z.string().regex(durationRe, 'a duration like 30s, 5m or 1h').optional(),
   allowProductionTarget: z.boolean().optional(),
+  sequenceHeadroom: z.number().int().positive().optional(),
 }).strict();
 
 export interface SyncConfig {
@@ -34,6 +35,8 @@ export interface SyncConfig {
   intervalMs: number;
   statementTimeoutMs: number;
   allowProductionTarget: boolean;
+  /** How far staging's sequences are kept ahead of production's. */
+  sequenceHeadroom?: number;
   /** Where the config came from, for messages. */
   origin: string;
 }
@@ -57,18 +60,29 @@ export function parseConfig(text: string, origin: string): SyncConfig {
     throw new SyncError('E_CONFIG', `${origin} has ${lines.length} problem(s):\n${lines.join('\n')}`, 'see elara-sync.yml in the repository for an example');
   }
   const c = r.data;
+  const tables = c.tables.map((t) => (typeof t === 'string' ? { name: t } : t));
+  // Transforms and filters are pasted into the source query: each must be one SQL expression.
+  const problems = tables.flatMap((t, i) => expressionProblems(t, `tables.${i} (${t.name})`));
+  if (problems.length) {
+    throw new SyncError('E_CONFIG', `${origin} has ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+      'a transform or row filter is one SQL expression: no ";", no comments, balanced parentheses');
+  }
   return Object.freeze({
-    tables: c.tables.map((t) => (typeof t === 'string' ? { name: t } : t)),
+    tables,
     intervalMs: c.interval ? parseDuration(c.interval) : 300_000,
     statementTimeoutMs: c.statementTimeout ? parseDuration(c.statementTimeout) : 1_800_000,
     allowProductionTarget: c.allowProductionTarget ?? false,
+    ...(c.sequenceHeadroom ? { sequenceHeadroom: c.sequenceHeadroom } : {}),
     origin,
   });
 }
 
-/** Reads the config file if given or present in the working directory, else the defaults. */
-export function loadConfig(path?: string): SyncConfig {
-  const p = path ?? (existsSync('elara-sync.yml') ? 'elara-sync.yml' : undefined);
+/**
+ * Reads the config file: `path` (--config), else ELARA_SYNC_CONFIG, else ./elara-sync.yml when
+ * present, else the defaults. The CLI and the backend both load it this way.
+ */
+export function loadConfig(path?: string, env: NodeJS.ProcessEnv = process.env): SyncConfig {
+  const p = path ?? (env.ELARA_SYNC_CONFIG || undefined) ?? (existsSync('elara-sync.yml') ? 'elara-sync.yml' : undefined);
   if (!p) return defaultConfig();
   if (!existsSync(p)) throw new SyncError('E_CONFIG', `config file ${p} does not exist`, 'pass an existing file with --config, or omit it to use elara-sync.yml / the defaults');
   return parseConfig(readFileSync(p, 'utf8'), p);

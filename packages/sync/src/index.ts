@@ -1,12 +1,15 @@
 // Public surface of the sync engine: what the backend and the elara-sync CLI use.
-export { SyncError } from './errors.ts';
+export { SyncError, SYNC_ERRORS, type SyncErrorCode, type Side } from './errors.ts';
 export type { TableRunResult, RunRecord, RunStatus, KeySyncRequest, KeySyncResult } from './types.ts';
-export { syncKeys, type SyncKeysOptions } from './apply/sync-keys.ts';
+export { syncKeys, type SyncKeysOptions } from './engine/immediate.ts';
 export { runSync, type RunOptions, type RunResult, type ProgressEvent } from './engine/run.ts';
 export { startReconcileLoop, type ReconcileLoop } from './engine/loop.ts';
 export { verifySync, type VerifyResult, type TableVerifyResult } from './verify/verify.ts';
-export { loadConfig, type SyncConfig } from './config.ts';
+export { loadConfig, parseConfig, parseDuration, DEFAULT_TABLES, type SyncConfig } from './config.ts';
 export { readRuns, readTableStates, type TableState } from './state/runs.ts';
-export { redactUrl } from './engine/connect.ts';
+export { redactUrl, describeUrl, scrubSecrets } from './redact.ts';
+export { connect } from './engine/connect.ts';
 export { withTransaction } from './engine/transaction.ts';
-export type { TableConfig } from './catalog/introspect.ts';
+export { quoteIdent } from './catalog/introspect.ts';
+export { runDoctor, formatDoctorReport, type DoctorResult, type DoctorCheck } from './doctor/index.ts';
+export type { TableConfig, TablePlan } from './plan/table-plan.ts';

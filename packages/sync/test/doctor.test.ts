@@ -69,7 +69,8 @@ describe('runDoctor', () => {
     assert.equal(r.ok, true);
     assert.deepEqual(r.checks.map((c) => c.name), [
       'production url set', 'staging url set', 'production reachable', 'staging reachable',
-      'distinct databases', 'migrations applied', 'tables present', 'fk order', 'last reconcile',
+      'distinct databases', 'migrations applied', 'tables present', 'fk order', 'table plans',
+      'apply without staging triggers', 'last reconcile',
       'immediate sync failures (1h)', 'row count Organization', 'row count User',
     ]);
     assert.match(check(r, 'production reachable').detail, /ssl (on|off)/);
@@ -77,7 +78,7 @@ describe('runDoctor', () => {
     assert.match(check(r, 'fk order').detail, /self-references: User/);
     assert.match(check(r, 'last reconcile').detail, /last success #2 6\d s ago/);
     assert.match(check(r, 'row count User').detail, /production 2, staging 2/);
-    assert.match(formatDoctorReport(r), /^all 12 checks passed$/m);
+    assert.match(formatDoctorReport(r), /^all 14 checks passed$/m);
   });
 
   test('missing URLs fail with the variable to set, and nothing throws', async () => {

@@ -15,7 +15,7 @@ const SUMMARY_SQL = `
          WHERE r.mode = 'run' AND r.status IN ('ok', 'conflicts') GROUP BY 1) x) AS rows,
     (SELECT duration_ms FROM elara_sync.runs WHERE mode = 'run' AND status <> 'running' ORDER BY id DESC LIMIT 1) AS last_duration_ms,
     (SELECT extract(epoch FROM max(finished_at)) FROM elara_sync.runs WHERE mode = 'run' AND status = 'ok') AS last_success,
-    (SELECT coalesce(json_agg(json_build_object('table', table_name, 'lag', extract(epoch FROM now() - last_equal_at))), '[]') FROM elara_sync.table_state) AS lag`;
+    (SELECT coalesce(json_agg(json_build_object('table', coalesce(display, table_name), 'lag', extract(epoch FROM now() - last_equal_at))), '[]') FROM elara_sync.table_state) AS lag`;
 
 export function registerReconcileMetrics(metrics: Metrics, opts: {
   stagingPool: pg.Pool;

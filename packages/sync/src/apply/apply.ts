@@ -1,145 +1,248 @@
-// The one apply path: every mode (reconcile ranges, immediate keys, later CDC) loads source rows
-// into a temp table in the target's transaction and then runs the same statements from sql/.
+// The one apply: every mode (reconcile, immediate sync of a few keys, later watch) loads source
+// rows into per-table temp tables in the caller's target transaction, then calls applyStages,
+// which classifies, holds back what cannot be applied (see sql/apply-statements.ts), and writes
+// the rest. The caller adds its own bookkeeping (run record, log, stream position) and commits.
 import type pg from 'pg';
-import { createHash } from 'node:crypto';
-import { quoteIdent, type SyncedTable } from '../catalog/introspect.ts';
-import { LOCK_DDL } from '../state/schema.ts';
-import { withTransaction } from '../engine/transaction.ts';
+import { SyncError } from '../errors.ts';
+import type { TablePlan } from '../plan/table-plan.ts';
+import { LOCK_APPLY } from '../state/schema.ts';
 import {
-  adoptLocalRows, columnList, createTempTable, LOCAL_ROWS, deleteMissing, findConflicts, planCounts, trackingTriggerDdl, insertNew, updateChanged, freeUniqueValues, keyHash, keyText, type Scope,
-} from '../sql/statements.ts';
+  actCounts, adoptLocalRows, applyDeletes, applyInserts, applyUpdates, classify, deleteDirectOrphans, forgetLocalRows, forgetLocalRowsDry,
+  heldRows, holdOrphans, holdReferencedDeletes, holdUniqueCollisions, type OrphanCheck, type Sql, type Stage,
+} from '../sql/apply-statements.ts';
+import { LOCAL_SESSION_SETTINGS } from '../sql/statements.ts';
+import { describeDatabaseError } from '../engine/errors.ts';
 
-/** Runs a statement; for session-scoped staging, as a named prepared statement (planned once per connection). */
-function exec(target: pg.ClientBase, s: StagedTable, text: string, values: unknown[] = []) {
-  if (!s.prepared) return target.query(text, values);
-  return target.query({ name: `elara_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`, text, values });
+export type { Stage } from '../sql/apply-statements.ts';
+
+// ELARA_SYNC_DEBUG=1 prints each apply statement's time on stderr (SQL text only, never values).
+const debug = process.env.ELARA_SYNC_DEBUG === '1';
+/** Changes in a table above which its temp tables are analyzed before the hold rules run. */
+const ANALYZE_ABOVE = 2000;
+
+export interface HeldRow {
+  key: string;
+  reason: string;
 }
 
-export interface StagedTable {
-  /** Statements are prepared per connection (the immediate sync's session-scoped tables). */
-  prepared?: boolean;
-  table: SyncedTable;
-  tmp: string;
-  conflicts: string;
-  /** Table of local (QA) rows: elara_sync.local_rows, or an empty temp stand-in for a dry run. */
-  localRows: string;
-}
-
-/** Creates the per-table temp tables (dropped at commit) that hold source rows and conflicting keys. */
-export async function stageTable(target: pg.ClientBase, t: SyncedTable, index: number, localRows = LOCAL_ROWS): Promise<StagedTable> {
-  const tmp = `_elara_src_${index}`;
-  const conflicts = `_elara_conflicts_${index}`;
-  await target.query(`DROP TABLE IF EXISTS ${tmp}; DROP TABLE IF EXISTS ${conflicts}`);
-  await target.query(createTempTable(t, tmp));
-  await target.query(`CREATE TEMP TABLE ${conflicts} (key text PRIMARY KEY, reason text NOT NULL) ON COMMIT DROP`);
-  return { table: t, tmp, conflicts, localRows };
-}
-
-const sessionTables = new WeakMap<object, Set<string>>();
-
-/**
- * Temp tables kept for the life of a pooled session and emptied at every commit, for the
- * immediate sync: creating temp tables is catalog work that would cost more than applying one
- * registration. Names carry a hash of the column list, so a migrated table gets new ones.
- */
-export async function stageTableForSession(target: pg.ClientBase, t: SyncedTable): Promise<StagedTable & { keys: string }> {
-  const h = createHash('sha1').update(`${t.target.qualified}|${t.columns.map((c) => `${c.name}:${c.type}`).join(',')}`).digest('hex').slice(0, 12);
-  const tmp = `_elara_ks_${h}`;
-  const conflicts = `_elara_kc_${h}`;
-  const keys = `_elara_kk_${h}`;
-  const seen = sessionTables.get(target) ?? new Set<string>();
-  sessionTables.set(target, seen);
-  if (!seen.has(h)) {
-    const pk = t.target.primaryKey.map(quoteIdent).join(', ');
-    await target.query(`CREATE TEMP TABLE IF NOT EXISTS ${tmp} ON COMMIT DELETE ROWS AS SELECT ${columnList(t)} FROM ${t.target.qualified} WITH NO DATA;
-      CREATE TEMP TABLE IF NOT EXISTS ${conflicts} (key text PRIMARY KEY, reason text NOT NULL) ON COMMIT DELETE ROWS;
-      CREATE TEMP TABLE IF NOT EXISTS ${keys} ON COMMIT DELETE ROWS AS SELECT ${pk} FROM ${t.target.qualified} WITH NO DATA`);
-    seen.add(h);
-  }
-  return { table: t, tmp, conflicts, localRows: LOCAL_ROWS, keys, prepared: true };
-}
-
-export interface UpsertOutcome {
+export interface TableOutcome {
   inserted: number;
   updated: number;
-  /** Rows deleted early to free a unique value (see freeUniqueValues). */
   deleted: number;
-  conflicts: number;
-  conflictKeys: string[];
+  /** Changes held back (and reported), with the first keys and why. */
+  held: number;
+  heldRows: HeldRow[];
 }
 
-/** Conflict detection and the upsert. `adopt` marks target-only rows as local first (a table's first run). */
-export async function applyUpserts(target: pg.ClientBase, s: StagedTable, scope: Scope, opts: { adopt: boolean; dryRun: boolean }): Promise<UpsertOutcome> {
-  if (opts.adopt && !opts.dryRun) {
-    const a = adoptLocalRows(s.table, s.tmp, scope, s.localRows);
-    await exec(target, s, a.text, a.values);
-  }
-  for (const q of findConflicts(s.table, s.tmp, s.conflicts, s.localRows)) await exec(target, s, q.text, q.values);
-  const c = await exec(target, s, `SELECT key, count(*) OVER () AS n FROM ${s.conflicts} ORDER BY key LIMIT 100`);
-  const nConflicts = Number(c.rows[0]?.n ?? 0);
-  if (opts.dryRun) return { inserted: 0, updated: 0, deleted: 0, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
-  let deleted = 0;
-  for (const q of freeUniqueValues(s.table, s.tmp, s.conflicts, scope, s.localRows)) {
-    const r = await exec(target, s, q.text, q.values);
-    if (q.kind === 'delete') deleted += r.rowCount ?? 0;
-  }
-  // New rows first, so changed rows may point at them (FKs are checked per statement).
-  const inserted = (await exec(target, s, insertNew(s.table, s.tmp, s.conflicts))).rowCount ?? 0;
-  const update = updateChanged(s.table, s.tmp, s.conflicts);
-  const updated = update ? (await exec(target, s, update)).rowCount ?? 0 : 0;
-  return { inserted, updated, deleted, conflicts: nConflicts, conflictKeys: c.rows.map((r) => r.key) };
+export interface ApplyOptions {
+  dryRun?: boolean;
+  /** Tables on their first run: staging-only rows in scope become local (QA) rows first. */
+  adopt?: Set<string>;
+  /** Rows already loaded straight into an empty target table (no src temp table), per plan id. */
+  direct?: Map<string, number>;
+  /** Use prepared statements (a pooled session that applies many times). */
+  prepare?: boolean;
+  /**
+   * Ids of every synced table (staged or not). A synced parent that is not staged was found equal
+   * to production on both sides, so its FK children need no existence check.
+   */
+  synced?: Set<string>;
 }
 
-export async function applyDeletes(target: pg.ClientBase, s: StagedTable, scope: Scope): Promise<number> {
-  const d = deleteMissing(s.table, s.tmp, s.conflicts, scope, s.localRows);
-  const r = await exec(target, s, d.text, d.values);
-  return r.rowCount ?? 0;
-}
-
-export async function countPlanned(target: pg.ClientBase, s: StagedTable, scope: Scope): Promise<{ inserted: number; updated: number; deleted: number }> {
-  const q = planCounts(s.table, s.tmp, s.conflicts, scope, s.localRows);
-  const r = await target.query(q.text, q.values);
-  return r.rows[0];
-}
-
-/** Buckets (under `buckets`) of the conflicting keys, so the run can re-check them next time. */
-export async function conflictBuckets(target: pg.ClientBase, s: StagedTable, buckets: number): Promise<number[]> {
-  const r = await target.query(`SELECT DISTINCT (${keyHash(s.table.target, 's')} & ${buckets - 1})::int AS b FROM ${s.tmp} s JOIN ${s.conflicts} c ON c.key = ${keyText(s.table.target, 's')}`);
-  return r.rows.map((x) => x.b);
-}
-
-const tracked = new WeakMap<object, Set<string>>();
-
-/** Installs the write-tracking trigger on a staging table if it is not there yet (cached per connection owner). */
-export async function ensureTracking(target: pg.ClientBase | pg.Pool, t: SyncedTable, cacheKey: object = target): Promise<void> {
-  const seen = tracked.get(cacheKey) ?? new Set<string>();
-  tracked.set(cacheKey, seen);
-  if (seen.has(t.target.qualified)) return;
-  const fnName = `track_${createHash('sha1').update(t.target.qualified).digest('hex').slice(0, 12)}`;
-  const ddl = trackingTriggerDdl(t.target, fnName);
-  // The function body depends on the key columns; a hash of the DDL tells whether it is current.
-  const version = createHash('sha1').update(ddl.join(';')).digest('hex').slice(0, 16);
-  // Under an advisory lock: two processes installing at once (the worker's warm-up and the first
-  // registration) would otherwise race on CREATE FUNCTION.
-  const install = async (c: pg.ClientBase) => {
-    await c.query(`SELECT pg_advisory_xact_lock(${LOCK_DDL})`);
-    const r = await c.query(
-      `SELECT obj_description(p.oid, 'pg_proc') AS v,
-              (SELECT count(*) FROM pg_trigger g WHERE g.tgrelid = $1::regclass AND g.tgname IN ('elara_sync_track', 'elara_sync_track_truncate'))::int AS n
-         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'elara_sync' AND p.proname = $2`,
-      [t.target.qualified, fnName],
-    );
-    if (r.rows[0]?.v !== version || r.rows[0]?.n !== 2) {
-      for (const stmt of ddl) await c.query(stmt);
-      await c.query(`COMMENT ON FUNCTION elara_sync."${fnName}"() IS '${version}'`);
+/**
+ * Settings of every apply transaction, for every mode. session_replication_role = replica keeps
+ * staging's own triggers and FK actions from firing on rows the engine writes, as with native
+ * logical replication (the hold rules keep FK integrity); it also keeps the tracking trigger from
+ * recording the engine's writes as QA data.
+ */
+export async function beginApply(tx: pg.ClientBase, opts: { lock: 'exclusive' | 'shared' | 'none'; lockWaitMs?: number; statementTimeoutMs?: number }): Promise<void> {
+  try {
+    await tx.query(`SET LOCAL session_replication_role = replica`);
+  } catch (e) {
+    if ((e as { code?: string }).code === '42501') {
+      throw new SyncError('E_PERMISSION',
+        'staging (target) refused SET session_replication_role = replica for the sync role: the engine applies rows without firing staging\'s own triggers, as logical replication does',
+        'grant it: GRANT SET ON PARAMETER session_replication_role TO <sync role> (PostgreSQL 15+, see deploy/kubernetes/sql/staging-roles.sql), or run the sync as a role that may set it',
+        { cause: e, side: 'target' });
     }
-  };
-  if ('totalCount' in target) {
-    // A pool: one client, its own transaction.
-    await withTransaction(target as pg.Pool, install);
-  } else {
-    // A client inside the run's transaction: the lock is released at its end.
-    await install(target as pg.ClientBase);
+    throw e;
   }
-  seen.add(t.target.qualified);
+  const parts = [LOCAL_SESSION_SETTINGS, 'SET CONSTRAINTS ALL DEFERRED'];
+  if (opts.lock !== 'none') {
+    const wait = opts.lockWaitMs;
+    if (wait !== undefined) parts.push(`SET LOCAL lock_timeout = ${wait}`, `SET LOCAL statement_timeout = ${Math.max(wait, opts.statementTimeoutMs ?? 0)}`);
+    parts.push(`SELECT ${opts.lock === 'shared' ? 'pg_advisory_xact_lock_shared' : 'pg_advisory_xact_lock'}(${LOCK_APPLY})`);
+    if (wait !== undefined) parts.push(`SET LOCAL lock_timeout = 0`, `SET LOCAL statement_timeout = ${opts.statementTimeoutMs ?? 0}`);
+  }
+  await tx.query(parts.join('; '));
+}
+
+interface Counts { i: number; u: number; r: number; d: number; held: { i: number; u: number; r: number; d: number } }
+const zero = (): Counts => ({ i: 0, u: 0, r: 0, d: 0, held: { i: 0, u: 0, r: 0, d: 0 } });
+const heldTotal = (c: Counts) => c.held.i + c.held.u + c.held.r + c.held.d;
+
+/** Human text for a held row's reason code (codes come from sql/apply-statements.ts). */
+export function describeHold(code: string, display: (qualified: string) => string): string {
+  if (code === 'key') return 'a row created in staging has this key';
+  const [kind, name, table] = code.split(':');
+  if (kind === 'unique') return `collides on unique index ${name} with a row that stays in staging (created there, or held back)`;
+  if (kind === 'parent') return `needs a parent row (constraint ${name}) that is not in staging or is held back`;
+  if (kind === 'referenced') return `still referenced by rows of ${display(table ?? '')} that stay in staging (constraint ${name})`;
+  return code;
+}
+
+/**
+ * Classifies, holds and applies the staged tables inside the caller's transaction (begun with
+ * beginApply). Tables may come in any order; statements run parents first. Throws a SyncError
+ * naming the table when staging rejects a statement; the caller rolls back.
+ */
+export async function applyStages(tx: pg.ClientBase, stages: Stage[], order: string[], opts: ApplyOptions = {}): Promise<Map<string, TableOutcome>> {
+  const byId = new Map(stages.map((s) => [s.plan.id, s]));
+  const sorted = order.map((id) => byId.get(id)).filter((s): s is Stage => Boolean(s));
+  const counts = new Map<string, Counts>(sorted.map((s) => [s.plan.id, zero()]));
+  let current: TablePlan | null = null;
+  const run = async (s: Stage, sql: Sql | null): Promise<pg.QueryResult | null> => {
+    if (!sql) return null;
+    current = s.plan;
+    const t0 = debug ? Date.now() : 0;
+    const r = opts.prepare
+      ? await tx.query({ name: `elara_${hashText(sql.text)}`, text: sql.text, values: sql.values })
+      : await tx.query(sql.text, sql.values);
+    if (debug) process.stderr.write(`[elara-sync] ${String(Date.now() - t0).padStart(6)} ms  ${s.plan.display}: ${sql.text.replace(/\s+/g, ' ').slice(0, 90)} → ${r.rowCount}\n`);
+    return r;
+  };
+  const recount = async (s: Stage) => {
+    const c = zero();
+    for (const r of (await run(s, actCounts(s)))!.rows) {
+      const op = r.op as keyof Omit<Counts, 'held'>;
+      c[op] = r.applied;
+      c.held[op] = r.held;
+    }
+    counts.set(s.plan.id, c);
+  };
+  try {
+    for (const s of sorted) {
+      const direct = opts.direct?.has(s.plan.id);
+      if (direct) {
+        counts.get(s.plan.id)!.i = opts.direct!.get(s.plan.id)!;
+        continue;
+      }
+      if (opts.adopt?.has(s.plan.id) && !opts.dryRun) await run(s, adoptLocalRows(s));
+      for (const q of opts.dryRun && s.localKeys.startsWith('pg_temp') ? forgetLocalRowsDry(s) : forgetLocalRows(s)) await run(s, q);
+      for (const q of classify(s)) await run(s, q);
+      await recount(s);
+      // Without statistics the planner guesses that `held IS NULL` matches one row and picks
+      // nested loops over the temp tables: quadratic on a large compare. A sample is cheap.
+      const c = counts.get(s.plan.id)!;
+      if (!opts.prepare && c.i + c.u + c.r + c.d > ANALYZE_ABOVE) await tx.query(`ANALYZE ${s.src}, ${s.act}`);
+    }
+    const localCounts = await countLocalKeys(tx, sorted);
+
+    // Hold rules until a whole pass adds no hold.
+    for (let pass = 0; ; pass++) {
+      let added = 0;
+      for (const s of sorted) {
+        const c = counts.get(s.plan.id)!;
+        const isDirect = opts.direct?.has(s.plan.id) ?? false;
+        const upserts = c.i + c.u + c.r;
+        for (const fk of s.plan.fksOut) {
+          if (upserts === 0) break;
+          const parent = byId.get(fk.refTable) ?? null;
+          const keysScope = s.scope.kind === 'keys' || parent?.scope.kind === 'keys';
+          let mode: OrphanCheck;
+          if (keysScope || (!parent && !opts.synced?.has(fk.refTable))) mode = 'all';
+          else if (!parent) continue;
+          else {
+            const pc = counts.get(parent.plan.id)!;
+            if (pc.d + pc.r === 0 && heldTotal(pc) === 0) continue;
+            mode = 'at-risk';
+          }
+          const r = await run(s, isDirect ? deleteDirectOrphans(s, fk, parent, mode) : holdOrphans(s, fk, parent, mode));
+          if (r?.rowCount) {
+            added += r.rowCount;
+            if (isDirect) {
+              c.i -= r.rowCount;
+              c.held.i += r.rowCount;
+            } else await recount(s);
+          }
+        }
+        if (!isDirect && c.d + c.r > 0) {
+          for (const fk of s.plan.fksIn) {
+            const child = byId.get(fk.table) ?? null;
+            for (const q of holdReferencedDeletes(s, fk, child)) {
+              const r = await run(s, q);
+              if (r?.rowCount) {
+                added += r.rowCount;
+                await recount(s);
+              }
+            }
+          }
+        }
+        const cc = counts.get(s.plan.id)!;
+        if (!isDirect && cc.i + cc.r > 0 && ((localCounts.get(s.plan.id) ?? 0) > 0 || heldTotal(cc) > 0)) {
+          for (const u of s.plan.uniques) {
+            const r = await run(s, holdUniqueCollisions(s, u));
+            if (r?.rowCount) {
+              added += r.rowCount;
+              await recount(s);
+            }
+          }
+        }
+      }
+      if (added === 0) break;
+      if (pass > 1000) throw new Error('hold rules did not settle (a bug): report it with the tables involved');
+    }
+
+    if (!opts.dryRun) {
+      for (const s of sorted) {
+        if (opts.direct?.has(s.plan.id)) continue;
+        const c = counts.get(s.plan.id)!;
+        if (c.d + c.r > 0) await run(s, applyDeletes(s));
+        if (c.u > 0) await run(s, applyUpdates(s));
+        if (c.i + c.r > 0) await run(s, applyInserts(s));
+      }
+    }
+
+    const out = new Map<string, TableOutcome>();
+    for (const s of sorted) {
+      const c = counts.get(s.plan.id)!;
+      const held = heldTotal(c);
+      const rows = held > 0 ? (await run(s, heldRows(s)))!.rows : [];
+      out.set(s.plan.id, {
+        inserted: c.i, updated: c.u + c.r, deleted: c.d, held,
+        heldRows: rows.map((r) => ({ key: r.key, reason: r.held })),
+      });
+    }
+    return out;
+  } catch (e) {
+    if (e instanceof SyncError) throw e;
+    const table = (current as TablePlan | null)?.display;
+    throw new SyncError('E_APPLY',
+      `staging (target) rejected the changes of table ${table ?? '(unknown)'}: ${describeDatabaseError(e)}; nothing was written`,
+      'staging has a constraint, trigger (ENABLE ALWAYS) or type that production does not: compare the two schemas (elara-sync plan lists differences), fix staging, and run again',
+      { cause: e, table, side: 'target' });
+  }
+}
+
+async function countLocalKeys(tx: pg.ClientBase, stages: Stage[]): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  const byTable = new Map<string, string[]>();
+  for (const s of stages) byTable.set(s.localKeys, [...(byTable.get(s.localKeys) ?? []), s.plan.id]);
+  for (const [table, ids] of byTable) {
+    const r = await tx.query(`SELECT table_name, count(*)::int AS n FROM ${table} WHERE table_name = ANY($1) GROUP BY 1`, [ids]);
+    for (const row of r.rows) out.set(row.table_name, row.n);
+  }
+  return out;
+}
+
+function hashText(text: string): string {
+  // FNV-1a, 64 bits as two 32-bit halves: short, stable names for prepared statements.
+  let h1 = 0x811c9dc5;
+  let h2 = 0x01000193;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 0x01000193) >>> 0;
+    h2 = Math.imul(h2 ^ c, 0x811c9dc5) >>> 0;
+  }
+  return h1.toString(16).padStart(8, '0') + h2.toString(16).padStart(8, '0');
 }

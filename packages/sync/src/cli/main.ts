@@ -1,15 +1,10 @@
 // elara-sync: turns flags into options and calls the library (the CLI is a client of it).
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { loadConfig, parseDuration, type SyncConfig } from '../config.ts';
-import { runSync, type RunResult, type ProgressEvent } from '../engine/run.ts';
-import { startReconcileLoop } from '../engine/loop.ts';
-import { verifySync } from '../verify/verify.ts';
-import { readRuns, readTableStates } from '../state/runs.ts';
-import { connect, redactUrl } from '../engine/connect.ts';
-import { runDoctor, formatDoctorReport } from '../doctor/index.ts';
-import { SyncError } from '../errors.ts';
-import type { TableConfig } from '../catalog/introspect.ts';
+import {
+  connect, formatDoctorReport, loadConfig, parseDuration, readRuns, readTableStates, redactUrl, runDoctor, runSync, startReconcileLoop, SyncError, verifySync,
+  type ProgressEvent, type RunResult, type SyncConfig, type TableConfig,
+} from '../index.ts';
 
 const USAGE = `elara-sync: keeps a staging PostgreSQL database in step with production
 
@@ -26,7 +21,7 @@ Options:
   --from URL          production (source); default DATABASE_URL
   --to URL            staging (target); default STAGING_DATABASE_URL
   --tables A,B        tables to sync (default: elara-sync.yml, else Organization,User)
-  --config FILE       config file (default ./elara-sync.yml when present)
+  --config FILE       config file (default ELARA_SYNC_CONFIG, else ./elara-sync.yml when present)
   --every DURATION    run: repeat every DURATION (e.g. 5m) until stopped
   --json              machine-readable output on stdout
   --allow-production-target
@@ -56,7 +51,7 @@ function plural(table: string): string {
 
 function printError(io: Io, e: unknown, json: boolean): number {
   const err = e instanceof SyncError ? e : new SyncError('E_INTERNAL', (e as Error).message ?? String(e), 'this is a bug: report it with the command you ran');
-  if (json) io.out(JSON.stringify({ ok: false, error: { code: err.code, message: err.message, hint: err.hint, table: err.table } }));
+  if (json) io.out(JSON.stringify({ ok: false, error: { code: err.code, message: err.message, hint: err.hint, table: err.table, side: err.side } }));
   else io.err(`elara-sync: ${err.message}\n  code: ${err.code}\n  what to do: ${err.hint}`);
   return 2;
 }
@@ -115,11 +110,13 @@ function printRunHuman(io: Io, r: RunResult, dryRun: boolean): void {
   for (const t of r.tables) {
     const verb = dryRun ? 'would insert' : 'inserted';
     io.out(`${t.table}: ${verb} ${t.inserted}, ${dryRun ? 'update' : 'updated'} ${t.updated}, ${dryRun ? 'delete' : 'deleted'} ${t.deleted}, unchanged ${t.unchanged}${t.conflicts ? `, conflicts ${t.conflicts}` : ''} (${t.durationMs} ms)`);
-    if (t.conflictKeys?.length) io.out(`  conflicting keys (rows created in staging hold them): ${t.conflictKeys.slice(0, 10).join(', ')}${t.conflictKeys.length > 10 ? ', …' : ''}`);
+    for (const h of (t.held ?? []).slice(0, 10)) io.out(`  held back: ${h.key}: ${h.reason}`);
+    if ((t.held?.length ?? 0) > 10 || t.conflicts > (t.held?.length ?? 0)) io.out(`  … ${t.conflicts} held back in all`);
     if (t.error) io.out(`  error: ${t.error}`);
   }
+  if (dryRun) for (const n of r.notes) io.out(`note: ${n}`);
   if (r.error) return;
-  io.out(dryRun ? 'Plan complete: nothing was written.' : r.ok ? 'Sync completed successfully!' : 'Sync completed with conflicts: staging-only rows block some production rows (see above).');
+  io.out(dryRun ? 'Plan complete: nothing was written.' : r.ok ? 'Sync completed successfully!' : 'Sync completed; some rows were held back because rows created in staging block them (see above); everything else was applied.');
   for (const t of r.tables) {
     io.out(`Production ${plural(t.table)}: ${t.sourceRows}`);
     io.out(`Staging ${plural(t.table)}: ${dryRun ? t.targetRows : t.targetRows}`);
@@ -128,7 +125,7 @@ function printRunHuman(io: Io, r: RunResult, dryRun: boolean): void {
 
 function runJson(r: RunResult): string {
   return JSON.stringify({
-    ok: r.ok, skipped: r.skipped, runId: r.runId, durationMs: r.durationMs, order: r.order,
+    ok: r.ok, skipped: r.skipped, runId: r.runId, durationMs: r.durationMs, order: r.order, notes: r.notes,
     tables: r.tables.map(({ conflictKeys, ...t }) => ({ ...t, ...(conflictKeys?.length ? { conflictKeys } : {}) })),
     ...(r.error ? { error: { code: r.error.code, message: r.error.message, hint: r.error.hint } } : {}),
   });
@@ -154,7 +151,8 @@ async function cmdRun(io: Io, values: Record<string, string | boolean | undefine
   if (every === null) {
     const progress = progressReporter(io, io.isTTY && !json);
     const r = await runSync({
-      sourceUrl, targetUrl, tables, dryRun, allowProductionTarget, statementTimeoutMs: config.statementTimeoutMs, onProgress: progress.onProgress,
+      sourceUrl, targetUrl, tables, dryRun, allowProductionTarget, statementTimeoutMs: config.statementTimeoutMs, sequenceHeadroom: config.sequenceHeadroom,
+      onProgress: progress.onProgress,
     });
     progress.stop();
     return report(r);
@@ -162,7 +160,7 @@ async function cmdRun(io: Io, values: Record<string, string | boolean | undefine
   // --every: one run now, then one per interval, until SIGTERM/SIGINT (after the run in progress).
   let code = 0;
   const loop = startReconcileLoop({
-    sourceUrl, targetUrl, tables, allowProductionTarget, statementTimeoutMs: config.statementTimeoutMs, intervalMs: every,
+    sourceUrl, targetUrl, tables, allowProductionTarget, statementTimeoutMs: config.statementTimeoutMs, sequenceHeadroom: config.sequenceHeadroom, intervalMs: every,
     onResult: (r) => {
       code = report(r);
     },
@@ -222,7 +220,7 @@ async function cmdDoctor(io: Io, values: Record<string, string | boolean | undef
     sourceUrl: (values.from as string | undefined) ?? io.env.DATABASE_URL,
     targetUrl: (values.to as string | undefined) ?? io.env.STAGING_DATABASE_URL,
     intervalSeconds: Math.round(config.intervalMs / 1000),
-    tables: tablesFrom(values as { tables?: string }, config).map((t) => t.name),
+    tables: tablesFrom(values as { tables?: string }, config),
   });
   io.out(values.json ? JSON.stringify(r) : formatDoctorReport(r));
   return r.ok ? 0 : 1;

@@ -48,6 +48,25 @@ export class Fingerprints {
     return n;
   }
 
+  /** Adds a signed row-count delta and xors a version delta into one bucket (folding the target log). */
+  xorBucket(bucket: number, rows: number, hi: number, lo: number): void {
+    const i = bucket * 3;
+    this.data[i] = this.data[i]! + rows;
+    this.data[i + 1] = this.data[i + 1]! ^ lo;
+    this.data[i + 2] = this.data[i + 2]! ^ hi;
+  }
+
+  setBucket(bucket: number, rows: number, hi: number, lo: number): void {
+    const i = bucket * 3;
+    this.data[i] = rows;
+    this.data[i + 1] = lo;
+    this.data[i + 2] = hi;
+  }
+
+  clone(): Fingerprints {
+    return new Fingerprints(this.buckets, new Uint32Array(this.data));
+  }
+
   /** Makes a bucket compare unequal next time (used for buckets whose rows were not applied). */
   poison(bucket: number): void {
     this.data[bucket * 3] = 0xffffffff;
@@ -68,6 +87,27 @@ export class Fingerprints {
     }
     return { bitmap, dirty, rows };
   }
+}
+
+/** A bitmap of every bucket. */
+export function allBuckets(buckets: number): Uint8Array {
+  const bitmap = new Uint8Array(Math.ceil(buckets / 8)).fill(0xff);
+  if (buckets % 8) bitmap[bitmap.length - 1] = (1 << (buckets % 8)) - 1;
+  return bitmap;
+}
+
+/** Sets the bits of `b` in `a`; returns the number of bits set in the result. */
+export function unionInto(a: Uint8Array, b: Uint8Array): number {
+  let n = 0;
+  for (let i = 0; i < a.length; i++) {
+    a[i] = a[i]! | b[i]!;
+    let x = a[i]!;
+    while (x) {
+      n += x & 1;
+      x >>= 1;
+    }
+  }
+  return n;
 }
 
 /** Bucket count for a table of n rows: about 4 rows per bucket, a power of two, 256 … 2^20. */
@@ -109,8 +149,9 @@ export async function computeFingerprints(client: pg.ClientBase, query: string, 
   const fold = (buf: Buffer, off: number) => {
     const b = ((buf[off + 10]! << 24 | buf[off + 11]! << 16 | buf[off + 12]! << 8 | buf[off + 13]!) & mask) * 3;
     data[b] = data[b]! + 1;
-    data[b + 2] = data[b + 2]! ^ (buf[off + 16]! << 24 | buf[off + 17]! << 16 | buf[off + 18]! << 8 | buf[off + 19]!);
-    data[b + 1] = data[b + 1]! ^ (buf[off + 20]! << 24 | buf[off + 21]! << 16 | buf[off + 22]! << 8 | buf[off + 23]!);
+    // The version (second field) starts at byte 18: 2 (field count) + 4 (length) + 8 (key hash) + 4 (length).
+    data[b + 2] = data[b + 2]! ^ (buf[off + 18]! << 24 | buf[off + 19]! << 16 | buf[off + 20]! << 8 | buf[off + 21]!);
+    data[b + 1] = data[b + 1]! ^ (buf[off + 22]! << 24 | buf[off + 23]! << 16 | buf[off + 24]! << 8 | buf[off + 25]!);
   };
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     let buf = chunk;

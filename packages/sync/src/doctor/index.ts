@@ -3,8 +3,11 @@
 // or read: that is a failed check. It never prints a password (URLs go through redact.ts).
 import pg from 'pg';
 import { describeUrl, redactUrl, scrubSecrets } from '../redact.ts';
-import { introspectTables } from '../catalog/introspect.ts';
+import { introspectTables, parseTableName } from '../catalog/introspect.ts';
 import { orderTables } from '../plan/table-order.ts';
+import type { TableConfig } from '../plan/table-plan.ts';
+import { compilePlans, validateOnSource } from '../engine/plans.ts';
+import { DEFAULT_TABLES } from '../config.ts';
 import { SyncError } from '../errors.ts';
 
 
@@ -15,8 +18,8 @@ export interface DoctorOptions {
   targetUrl?: string;
   /** The reconcile schedule in seconds; the last run must be younger than two of these. Default 300. */
   intervalSeconds?: number;
-  /** Synced tables, `Table` or `schema.Table`. Default ["Organization", "User"]. */
-  tables?: string[];
+  /** Synced tables (`Table`, `schema.Table`, or configs with transforms and filters). Default ["Organization", "User"]. */
+  tables?: Array<string | TableConfig>;
 }
 
 export interface DoctorCheck {
@@ -31,7 +34,6 @@ export interface DoctorResult {
   checks: DoctorCheck[];
 }
 
-export const DEFAULT_TABLES = ['Organization', 'User'];
 export const DEFAULT_INTERVAL_SECONDS = 300;
 /** The graphile-worker task the backend enqueues for each registration (immediate sync). */
 export const IMMEDIATE_SYNC_TASK = 'sync_registration';
@@ -57,7 +59,9 @@ interface Side {
 
 export async function runDoctor(options: DoctorOptions): Promise<DoctorResult> {
   const intervalSeconds = options.intervalSeconds ?? DEFAULT_INTERVAL_SECONDS;
-  const tables = (options.tables && options.tables.length > 0 ? options.tables : DEFAULT_TABLES).map(parseTable);
+  const configs: TableConfig[] = (options.tables && options.tables.length > 0 ? options.tables : DEFAULT_TABLES)
+    .map((t) => (typeof t === 'string' ? { name: t } : t));
+  const tables = configs.map((c) => parseTable(c.name));
   const urls = [options.sourceUrl, options.targetUrl];
   const scrub = (m: string) => scrubSecrets(m, urls);
   const checks: DoctorCheck[] = [];
@@ -80,6 +84,10 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorResult> {
     const tablesCheck = both ? await tablesPresentCheck(both.s, both.t, tables, scrub) : skipBoth('tables present');
     checks.push(tablesCheck);
     checks.push(both ? await fkOrderCheck(both.s, both.t, tables, scrub) : skipBoth('fk order'));
+    checks.push(both && tablesCheck.ok ? await planCheck(both.s, both.t, configs, scrub) : both
+      ? { name: 'table plans', ok: false, detail: 'not checked: a synced table is missing or has no primary key', hint: 'fix "tables present" first' }
+      : skipBoth('table plans'));
+    checks.push(target.client ? await replicaRoleCheck(target.client, scrub) : skipped([target])('apply without staging triggers'));
 
     checks.push(target.client
       ? await lastReconcileCheck(target.client, intervalSeconds, scrub)
@@ -113,9 +121,7 @@ export function formatDoctorReport(result: DoctorResult): string {
 }
 
 function parseTable(spec: string): TableRef {
-  const m = /^\s*(?:"([^"]+)"|([^".\s]+))\s*\.\s*(?:"([^"]+)"|([^".\s]+))\s*$/.exec(spec);
-  const schema = m ? (m[1] ?? m[2] ?? 'public') : 'public';
-  const name = m ? (m[3] ?? m[4] ?? spec) : spec.trim().replace(/^"(.*)"$/, '$1');
+  const { schema, name } = parseTableName(spec);
   return { schema, name, key: `${schema}.${name}`, label: schema === 'public' ? name : `${schema}.${name}` };
 }
 
@@ -317,6 +323,37 @@ async function fkOrderCheck(s: pg.Client, t: pg.Client, tables: TableRef[], scru
   } catch (err) {
     if (err instanceof SyncError) return { name, ok: false, detail: err.message, hint: err.hint };
     return { name, ok: false, detail: scrub(messageOf(err)), hint: 'check the roles can read pg_catalog' };
+  }
+}
+
+/** The table plans every path uses: schema drift (types, enums), expressions, and what `plan` would note. */
+async function planCheck(s: pg.Client, t: pg.Client, tables: TableConfig[], scrub: (m: string) => string): Promise<DoctorCheck> {
+  const name = 'table plans';
+  try {
+    const plans = await compilePlans(s, t, tables);
+    await validateOnSource(s, plans);
+    const notes = plans.flatMap((p) => p.notes);
+    return { name, ok: true, detail: `${plans.length} table(s) compile: columns, types and rules agree${notes.length ? `; notes: ${notes.join('; ')}` : ''}` };
+  } catch (err) {
+    if (err instanceof SyncError) return { name, ok: false, detail: scrub(err.message), hint: err.hint };
+    return { name, ok: false, detail: scrub(messageOf(err)), hint: 'check the roles can read pg_catalog' };
+  }
+}
+
+/** The engine applies with session_replication_role = replica (staging's triggers do not fire); the writer role must be allowed to set it. */
+async function replicaRoleCheck(t: pg.Client, scrub: (m: string) => string): Promise<DoctorCheck> {
+  const name = 'apply without staging triggers';
+  try {
+    await t.query('BEGIN');
+    await t.query('SET LOCAL session_replication_role = replica');
+    await t.query('ROLLBACK');
+    return { name, ok: true, detail: 'the staging role may set session_replication_role = replica (staging triggers do not fire on synced rows)' };
+  } catch (err) {
+    await t.query('ROLLBACK').catch(() => undefined);
+    return {
+      name, ok: false, detail: scrub(messageOf(err)),
+      hint: 'GRANT SET ON PARAMETER session_replication_role TO <staging sync role> (PostgreSQL 15+; deploy/kubernetes/sql/staging-roles.sql)',
+    };
   }
 }
 

@@ -1,11 +1,11 @@
 import pg from 'pg';
-import { SyncError } from '../errors.ts';
+import { SyncError, type Side } from '../errors.ts';
 import { SESSION_SETTINGS } from '../sql/statements.ts';
 import { redactUrl } from '../redact.ts';
 
 export { redactUrl } from '../redact.ts';
 
-export type Side = 'source' | 'target';
+export type { Side } from '../errors.ts';
 
 export async function connect(url: string, side: Side, appName: string): Promise<pg.Client> {
   const client = new pg.Client({
@@ -18,7 +18,8 @@ export async function connect(url: string, side: Side, appName: string): Promise
   client.on('error', () => {});
   try {
     await client.connect();
-    await client.query(SESSION_SETTINGS);
+    // The source session cannot write even if a statement ended the read-only transaction it runs in.
+    await client.query(side === 'source' ? `${SESSION_SETTINGS}; SET default_transaction_read_only = on` : SESSION_SETTINGS);
   } catch (e) {
     await client.end().catch(() => {});
     const what = side === 'source' ? 'production (source)' : 'staging (target)';
@@ -26,7 +27,7 @@ export async function connect(url: string, side: Side, appName: string): Promise
       side === 'source' ? 'E_CONNECT_SOURCE' : 'E_CONNECT_TARGET',
       `cannot connect to ${what} at ${redactUrl(url)}: ${(e as Error).message}`,
       `check that the database is up and that ${side === 'source' ? '--from / DATABASE_URL' : '--to / STAGING_DATABASE_URL'} is right`,
-      { cause: e },
+      { cause: e, side },
     );
   }
   return client;

@@ -1,16 +1,25 @@
+// One reconcile run (DESIGN.md): compile the plans, find what changed on either side, copy the
+// source rows of the changed buckets into temp tables, apply them through the one apply, record
+// the new state and the run, commit. Every step is a function below; runSync strings them together.
 import type pg from 'pg';
 import { pipeline } from 'node:stream/promises';
-import { createHash } from 'node:crypto';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
-import { resolveTables, type SyncedTable, type TableConfig } from '../catalog/introspect.ts';
 import { orderTables } from '../plan/table-order.ts';
-import { columnList, fingerprintSelect, LOCAL_ROWS, LOCAL_ROWS_DRY, sourceSelect, totalSelect, type Scope } from '../sql/statements.ts';
-import { Fingerprints, computeFingerprints, keepOrChooseBuckets, splitInt64 } from '../copy/fingerprint.ts';
-import { applyDeletes, applyUpserts, conflictBuckets, countPlanned, ensureTracking, stageTable, type StagedTable } from '../apply/apply.ts';
-import { ensureStateSchema, LOCK_APPLY, LOCK_RUN } from '../state/schema.ts';
+import type { TableConfig, TablePlan } from '../plan/table-plan.ts';
+import { columnList, sourceFingerprintSelect, sourceSelect, sourceTotalSelect, targetBucketSelect, targetFingerprintSelect, targetTotalSelect, type Scope } from '../sql/statements.ts';
+import { createStageTables, heldBuckets, LOCAL_KEYS, LOCAL_KEYS_DRY, type Stage } from '../sql/apply-statements.ts';
+import { Fingerprints, chooseBuckets, computeFingerprints, keepOrChooseBuckets, splitInt64, unionInto } from '../copy/fingerprint.ts';
+import { applyStages, beginApply, describeHold, type TableOutcome } from '../apply/apply.ts';
+import { ensureStateSchema, LOCK_RUN } from '../state/schema.ts';
+import { ensureTracking } from '../state/tracking.ts';
+import { applyFold, foldTargetLog, markUnchanged, readStoredState, totalOf, writeState, type LogFold, type StoredState, type Total } from '../state/table-state.ts';
 import { finishRun, startRun } from '../state/runs.ts';
 import { connect, guardTarget, identify } from './connect.ts';
-import { SyncError } from '../errors.ts';
+import { compilePlans, findFailingField, validateOnSource } from './plans.ts';
+import { adjustSequences } from './sequences.ts';
+import { toSyncError } from './errors.ts';
+import { displayName } from '../catalog/introspect.ts';
+import { SyncError, type Side } from '../errors.ts';
 import type { TableRunResult } from '../types.ts';
 
 export interface RunOptions {
@@ -24,6 +33,8 @@ export interface RunOptions {
   onProgress?: (e: ProgressEvent) => void;
   /** statement_timeout for the run's statements on both sides, ms (default 30 min). */
   statementTimeoutMs?: number;
+  /** How far staging's sequences are kept ahead of production's (default 10^9, at most half the remaining range). */
+  sequenceHeadroom?: number;
 }
 
 export type ProgressEvent =
@@ -40,23 +51,9 @@ export interface RunResult {
   durationMs: number;
   order: string[];
   tables: TableRunResult[];
+  /** What the plans noticed: lossless type differences, staging triggers that do not fire on apply. */
+  notes: string[];
   error?: SyncError;
-}
-
-interface TableWork {
-  t: SyncedTable;
-  result: TableRunResult;
-  staged: StagedTable | null;
-  scope: Scope;
-  fp: Fingerprints;
-  sig: string;
-  failed: boolean;
-  adopt: boolean;
-  poisoned: number[];
-  started: number;
-  /** Skipped by the aggregate check: nothing to read, apply or store but the run id. */
-  unchanged: boolean;
-  total: { rows: number; hi: number; lo: number; text: string };
 }
 
 // ELARA_SYNC_DEBUG=1 prints phase timings on stderr (no values, only table names and counts).
@@ -69,317 +66,362 @@ function mark(what: string): void {
   lastMark = now;
 }
 
-function toSyncError(e: unknown, table?: string): SyncError {
-  if (e instanceof SyncError) return e;
-  const err = e as Error & { code?: string; constraint?: string; table?: string };
-  const where = table ? ` while syncing table ${table}` : '';
-  if (err.code === '57014') {
-    return new SyncError('E_TIMEOUT', `a statement timed out${where}`, 'raise statementTimeoutMs or look for locks held on the table (pg_locks)', { cause: e, table });
-  }
-  if (err.code === '55P03') {
-    return new SyncError('E_LOCKED', `a lock could not be obtained${where}`, 'another session holds a lock on the table; retry later', { cause: e, table });
-  }
-  if (err.code === '42501') {
-    return new SyncError('E_PERMISSION', `permission denied${where}: ${err.message}`, 'grant the sync role the privileges listed in deploy/kubernetes/sql/staging-roles.sql', { cause: e, table });
-  }
-  // Database messages may quote values in DETAIL; only the message line (no DETAIL) is kept.
-  return new SyncError('E_APPLY', `${err.message}${where}`, 'see docs/errors.md; the run changed nothing in staging and can be re-run', { cause: e, table });
+interface Run {
+  opts: RunOptions;
+  dryRun: boolean;
+  source: pg.Client;
+  target: pg.Client;
+  progress: pg.Client | null;
+  runId: number | null;
+  hasState: boolean;
+  cheapCompare: boolean;
+  snapshotAt: Date;
+  timeout: number;
 }
 
-/** One reconcile run: see DESIGN.md. Returns a result; throws only for programming errors. */
+interface TableWork {
+  plan: TablePlan;
+  state: StoredState | null;
+  sourceTotal: Total;
+  targetTotal: Total;
+  fold: LogFold;
+  unchanged: boolean;
+  buckets: number;
+  sourceFp: Fingerprints | null;
+  targetFp: Fingerprints | null;
+  scope: Scope | null;
+  dirtyRows: number;
+  direct: boolean;
+  rowsCopied: number;
+  stage: Stage | null;
+  outcome: TableOutcome | null;
+  started: number;
+  sourceClean: boolean;
+  targetClean: boolean;
+  checkMs: { source: number; target: number };
+}
+
+const sameTotal = (a: Total | null, b: Total | null) => Boolean(a && b && a.rows === b.rows && a.text === b.text);
+
+/** One reconcile run. Returns a result; throws only for programming errors. */
 export async function runSync(opts: RunOptions): Promise<RunResult> {
   const started = Date.now();
   const dryRun = opts.dryRun ?? false;
   let source: pg.Client | null = null;
   let target: pg.Client | null = null;
-  let progressClient: pg.Client | null = null;
+  let run: Run | null = null;
   let runId: number | null = null;
-  const works: TableWork[] = [];
   let order: string[] = [];
+  let works: TableWork[] = [];
+  let notes: string[] = [];
   try {
     source = await connect(opts.sourceUrl, 'source', 'elara-sync-reader');
     target = await connect(opts.targetUrl, 'target', 'elara-sync-writer');
     const [sid, tid] = await Promise.all([identify(source), identify(target)]);
     guardTarget(sid, tid, opts);
-    const cheapCompare = sid.hashProbe === tid.hashProbe;
     const timeout = opts.statementTimeoutMs ?? 30 * 60_000;
     await source.query(`SET statement_timeout = ${timeout}; SET idle_in_transaction_session_timeout = ${timeout + 60_000}`);
     await target.query(`SET statement_timeout = ${timeout}; SET lock_timeout = '60s'`);
 
     const locked = (await target.query(`SELECT pg_try_advisory_lock(${LOCK_RUN}) AS ok`)).rows[0].ok;
-    if (!locked) return { ok: true, skipped: true, runId: null, durationMs: Date.now() - started, order: [], tables: [] };
+    if (!locked) return { ok: true, skipped: true, runId: null, durationMs: Date.now() - started, order: [], tables: [], notes: [] };
 
     if (!dryRun) {
       await ensureStateSchema(target);
       runId = await startRun(target, 'run');
     }
     const hasState = dryRun ? (await target.query(`SELECT to_regclass('elara_sync.table_state') IS NOT NULL AS e`)).rows[0].e : true;
-
-    await target.query('BEGIN');
-    await target.query(`SET LOCAL elara_sync.writer = 'on'; SET CONSTRAINTS ALL DEFERRED`);
-    // Wait for immediate syncs in flight, and hold them off until commit, so the snapshot taken
-    // next includes everything they wrote and nothing they write is deleted by this run.
-    if (!dryRun) await target.query(`SELECT pg_advisory_xact_lock(${LOCK_APPLY})`);
-    if (!hasState) await target.query(`CREATE TEMP TABLE _elara_local_rows (table_name text, key text, PRIMARY KEY (table_name, key)) ON COMMIT DROP`);
-    await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const snapshotAt: Date = (await source.query('SELECT now() AS t')).rows[0].t;
-
-    const tables = await resolveTables(source, target, opts.tables);
-    const ordering = orderTables(tables.map((t) => t.target));
-    const byName = new Map(tables.map((t) => [t.target.qualified, t]));
-    order = ordering.upsertOrder.map((q) => byName.get(q)!.target.display);
+    const plans = await compilePlans(source, target, opts.tables).catch((e) => { throw toSyncError(e, undefined); });
+    notes = plans.flatMap((p) => p.notes);
+    await validateOnSource(source, plans);
+    const ordering = orderTables(plans.map((p) => p.target));
+    const byId = new Map(plans.map((p) => [p.id, p]));
+    const ordered = ordering.upsertOrder.map((id) => byId.get(id)!);
+    order = ordered.map((p) => p.display);
     opts.onProgress?.({ kind: 'order', tables: order });
 
-    if (opts.onProgress && !dryRun) progressClient = await connect(opts.targetUrl, 'target', 'elara-sync-progress');
-    const runCache = {};
+    await target.query('BEGIN');
+    // Waits for immediate syncs in flight and holds them off until commit, so the snapshot taken
+    // next includes everything they wrote and nothing they write is deleted by this run.
+    await beginApply(target, { lock: dryRun ? 'none' : 'exclusive' });
+    if (!hasState) await target.query(`CREATE TEMP TABLE _elara_local_keys (table_name text, key text[], PRIMARY KEY (table_name, key)) ON COMMIT DROP`);
+    await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const snapshotAt: Date = (await source.query('SELECT now() AS t')).rows[0].t;
+    run = {
+      opts, dryRun, source, target, runId, hasState, timeout, snapshotAt,
+      cheapCompare: sid.hashProbe === tid.hashProbe,
+      progress: opts.onProgress && !dryRun ? await connect(opts.targetUrl, 'target', 'elara-sync-progress') : null,
+    };
 
-    // Phase 0: one aggregate per table (count and xor of row versions), on two connections that
-    // share the snapshot. A table whose aggregate equals the stored one, with no staging edits,
-    // is unchanged and costs nothing more.
-    const totals = new Map<string, { rows: number; hi: number; lo: number; text: string }>();
-    {
-      const snapshotId: string = (await source.query('SELECT pg_export_snapshot() AS s')).rows[0].s;
-      const second = await connect(opts.sourceUrl, 'source', 'elara-sync-reader');
-      try {
-        await second.query(`SET statement_timeout = ${timeout}; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`);
-        await second.query(`SET TRANSACTION SNAPSHOT '${snapshotId}'`);
-        // Largest table first, so the two connections finish at about the same time.
-        const sizes = await source.query(`SELECT t, c.reltuples FROM unnest($1::text[]) t JOIN pg_class c ON c.oid = t::regclass`, [ordering.upsertOrder]);
-        const size = new Map(sizes.rows.map((r) => [r.t as string, Number(r.reltuples)]));
-        const queue = [...ordering.upsertOrder].sort((a, b) => (size.get(b) ?? 0) - (size.get(a) ?? 0));
-        const worker = async (c: pg.Client) => {
-          for (let q = queue.shift(); q !== undefined; q = queue.shift()) {
-            const r = (await c.query(totalSelect(byName.get(q)!))).rows[0];
-            totals.set(q, { rows: Number(r.n), ...splitInt64(r.x), text: r.x });
-          }
-        };
-        await Promise.all([worker(source), worker(second)]);
-        await second.query('COMMIT');
-      } finally {
-        await second.end().catch(() => {});
-      }
-    }
-
+    const totals = await readTotals(run, ordered);
     mark('totals');
-    // Phase 1, parents first: find changed buckets, load their source rows, upsert.
-    for (const [i, q] of ordering.upsertOrder.entries()) {
-      const t = byName.get(q)!;
-      const tStart = Date.now();
-      const display = t.target.display;
-      const total = totals.get(q)!;
-      const state = hasState
-        ? (await target.query(
-          `SELECT config_sig, buckets, tracked_since, total_rows, total_hash::text AS total_hash, target_rows,
-                  EXISTS (SELECT 1 FROM elara_sync.edits WHERE table_name = $1) AS edited
-             FROM elara_sync.table_state WHERE table_name = $1 ${dryRun ? '' : 'FOR UPDATE'}`,
-          [display])).rows[0]
-        : undefined;
-      const sig = createHash('sha1').update(`${sourceSelect(t, { kind: 'all' })}|${fingerprintSelect(t)}|${t.target.primaryKey.join(',')}`).digest('hex');
-      const stateValid = Boolean(state && state.config_sig === sig && cheapCompare);
-      if (stateValid && !state.edited && Number(state.total_rows) === total.rows && state.total_hash === total.text) {
-        const result: TableRunResult = {
-          table: display, sourceRows: total.rows, targetRows: Number(state.target_rows), inserted: 0, updated: 0, deleted: 0,
-          unchanged: total.rows, conflicts: 0, durationMs: 0,
-        };
-        works.push({ t, staged: null, scope: { kind: 'all' }, fp: new Fingerprints(0), sig, failed: false, adopt: false, poisoned: [], started: tStart, result, unchanged: true, total });
-        opts.onProgress?.({ kind: 'table-start', table: display, rowsToCopy: 0, scope: 'none' });
-        result.durationMs = Date.now() - tStart;
-        continue;
-      }
-      const buckets = keepOrChooseBuckets(state?.buckets ?? null, total.rows);
-      mark(`${display}: state read`);
-      const fp = await computeFingerprints(source, fingerprintSelect(t), buckets);
-      mark(`${display}: fingerprints of ${fp.rows()} rows in ${buckets} buckets`);
-      if (!dryRun) await ensureTracking(target, t, runCache);
+    for (const plan of ordered) works.push(await detectChanges(run, plan, totals.get(plan.id)!));
+    for (const [i, w] of works.entries()) await stageTable(run, w, i);
+    const stages = works.filter((w) => w.stage).map((w) => w.stage!);
+    const outcomes = await applyStages(target, stages, ordering.upsertOrder, {
+      dryRun,
+      adopt: new Set(works.filter((w) => w.stage && !w.direct && !w.state?.trackedSince).map((w) => w.plan.id)),
+      direct: new Map(works.filter((w) => w.direct).map((w) => [w.plan.id, w.rowsCopied])),
+      synced: new Set(ordered.map((p) => p.id)),
+    });
+    for (const w of works) w.outcome = outcomes.get(w.plan.id) ?? null;
+    mark('applied');
+    if (!dryRun) await adjustSequences(source, target, ordered, opts.sequenceHeadroom);
 
-      let scope: Scope = { kind: 'all' };
-      let rowsToCopy = fp.rows();
-      const storedBytes = stateValid && state.buckets === buckets
-        ? await readFingerprints(target, display) : null;
-      const stored = storedBytes ? Fingerprints.fromBytes(buckets, storedBytes) : null;
-      if (stored) {
-        const d = fp.diff(stored);
-        const edits = dryRun || !hasState
-          ? await target.query(`SELECT DISTINCT (key_hash & ${buckets - 1})::int AS b FROM elara_sync.edits WHERE table_name = $1`, [display])
-          : await target.query(`WITH d AS (DELETE FROM elara_sync.edits WHERE table_name = $1 RETURNING key_hash) SELECT DISTINCT (key_hash & ${buckets - 1})::int AS b FROM d`, [display]);
-        for (const { b } of edits.rows) {
-          if (!(d.bitmap[b >> 3]! & (1 << (b & 7)))) {
-            d.bitmap[b >> 3]! |= 1 << (b & 7);
-            d.dirty++;
-            d.rows += fp.data[b * 3]!;
-          }
-        }
-        if (d.dirty === 0) {
-          scope = { kind: 'buckets', buckets, bitmap: d.bitmap };
-          rowsToCopy = 0;
-        } else if (d.dirty < buckets / 2) {
-          scope = { kind: 'buckets', buckets, bitmap: d.bitmap };
-          rowsToCopy = d.rows;
-        }
-      } else if (!dryRun && hasState) {
-        await target.query(`DELETE FROM elara_sync.edits WHERE table_name = $1`, [display]);
-      }
-      mark(`${display}: ${rowsToCopy} rows to copy (${scope.kind})`);
-      const work: TableWork = {
-        t, staged: null, scope, fp, sig, failed: false, adopt: !state?.tracked_since, poisoned: [], started: tStart, unchanged: false, total,
-        result: { table: display, sourceRows: fp.rows(), targetRows: 0, inserted: 0, updated: 0, deleted: 0, unchanged: 0, conflicts: 0, durationMs: 0 },
-      };
-      works.push(work);
-      const nothingChanged = stored !== null && scope.kind === 'buckets' && !scope.bitmap.some((x) => x !== 0);
-      const initialLoad = scope.kind === 'all' && !dryRun && !stored && Number(state?.target_rows ?? 0) === 0 && !state?.tracked_since;
-      opts.onProgress?.({ kind: 'table-start', table: display, rowsToCopy, scope: nothingChanged ? 'none' : initialLoad ? 'initial' : scope.kind === 'all' ? 'all' : 'changed' });
-      if (nothingChanged) continue;
-
-      await target.query(`SAVEPOINT t${i}`);
-      try {
-        const targetEmpty = scope.kind === 'all' && !dryRun
-          && (await target.query(`SELECT NOT EXISTS (SELECT 1 FROM ${t.target.qualified}) AS e`)).rows[0].e;
-        const stopPoll = progressClient ? pollCopyProgress(progressClient, target, display, opts.onProgress!) : () => {};
-        try {
-          if (targetEmpty) {
-            // Fast path for an empty table: stream straight into it (still inside the run's transaction).
-            await pipeline(
-              source.query(copyTo(`COPY (${sourceSelect(t, scope)}) TO STDOUT (FORMAT binary)`)),
-              target.query(copyFrom(`COPY ${t.target.qualified} (${columnList(t)}) FROM STDIN (FORMAT binary)`)),
-            );
-            work.result.inserted = work.fp.rows();
-            work.adopt = false;
-          } else {
-            work.staged = await stageTable(target, t, i, hasState ? LOCAL_ROWS : LOCAL_ROWS_DRY);
-            await pipeline(
-              source.query(copyTo(`COPY (${sourceSelect(t, scope)}) TO STDOUT (FORMAT binary)`)),
-              target.query(copyFrom(`COPY ${work.staged.tmp} (${columnList(t)}) FROM STDIN (FORMAT binary)`)),
-            );
-          }
-        } finally {
-          stopPoll();
-        }
-        mark(`${display}: copied`);
-        if (work.staged) {
-          // No ANALYZE of the temp table: the planner sizes a never-analyzed table from its
-          // physical size, which is enough here, and ANALYZE costs more than it saves.
-          const up = await applyUpserts(target, work.staged, scope, { adopt: work.adopt && scope.kind === 'all', dryRun });
-          if (dryRun) {
-            const c = await countPlanned(target, work.staged, scope);
-            Object.assign(work.result, { inserted: c.inserted, updated: c.updated, deleted: c.deleted });
-          } else {
-            Object.assign(work.result, { inserted: up.inserted, updated: up.updated, deleted: up.deleted });
-          }
-          work.result.conflicts = up.conflicts;
-          if (up.conflicts > 0) {
-            work.result.conflictKeys = up.conflictKeys;
-            work.poisoned = await conflictBuckets(target, work.staged, buckets);
-          }
-        }
-        await target.query(`RELEASE SAVEPOINT t${i}`);
-        mark(`${display}: upserted`);
-        work.result.durationMs += Date.now() - tStart;
-      } catch (e) {
-        if ((e as { code?: string }).code === undefined || /COPY|stream/i.test((e as Error).message)) throw e;
-        await target.query(`ROLLBACK TO SAVEPOINT t${i}`);
-        work.failed = true;
-        work.result.error = toSyncError(e, display).message;
-      }
-    }
-
-    // Phase 2, children first: delete rows that production no longer has.
-    if (!dryRun) {
-      for (const q of ordering.deleteOrder) {
-        const work = works.find((w) => w.t.target.qualified === q)!;
-        if (!work.staged || work.failed) continue;
-        await target.query(`SAVEPOINT d`);
-        const dStart = Date.now();
-        try {
-          work.result.deleted += await applyDeletes(target, work.staged, work.scope);
-          work.result.durationMs += Date.now() - dStart;
-          mark(`${work.result.table}: deleted ${work.result.deleted}`);
-          await target.query(`RELEASE SAVEPOINT d`);
-        } catch (e) {
-          await target.query(`ROLLBACK TO SAVEPOINT d`);
-          work.failed = true;
-          work.result.error = `${toSyncError(e, work.result.table).message} (rows deleted in production could not be deleted in staging, probably because staging-only rows still reference them)`;
-        }
-      }
-    }
-
+    const results: TableRunResult[] = [];
     for (const w of works) {
-      const r = w.result;
-      if (w.unchanged) {
-        if (!dryRun) {
-          await target.query(`UPDATE elara_sync.table_state SET last_equal_at = $2, last_run_id = $3 WHERE table_name = $1`, [r.table, snapshotAt, runId]);
-        }
-        opts.onProgress?.({ kind: 'table-done', table: r.table, result: r });
-        continue;
-      }
-      const tEnd = Date.now();
-      // Counted, not derived from the last run's count: immediate syncs write to staging between
-      // runs without leaving edits behind.
-      r.targetRows = Number((await target.query(`SELECT count(*) AS n FROM ${w.t.target.qualified}`)).rows[0].n);
-      r.unchanged = Math.max(0, r.sourceRows - r.inserted - r.updated - r.conflicts);
-      if (!dryRun && !w.failed) {
-        for (const b of w.poisoned) w.fp.poison(b);
-        // A poisoned bucket makes the stored total differ too, so the next run looks again.
-        const totalHash = w.poisoned.length ? '0' : w.total.text;
-        await target.query(
-          `INSERT INTO elara_sync.table_state (table_name, config_sig, buckets, fingerprints, source_rows, target_rows, last_equal_at, last_run_id, tracked_since, total_rows, total_hash)
-           VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN $8::timestamptz END, $9, now(), $10, $11)
-           ON CONFLICT (table_name) DO UPDATE SET config_sig = EXCLUDED.config_sig, buckets = EXCLUDED.buckets,
-             fingerprints = EXCLUDED.fingerprints, source_rows = EXCLUDED.source_rows, target_rows = EXCLUDED.target_rows,
-             last_equal_at = coalesce(EXCLUDED.last_equal_at, elara_sync.table_state.last_equal_at),
-             last_run_id = EXCLUDED.last_run_id, tracked_since = coalesce(elara_sync.table_state.tracked_since, now()),
-             total_rows = EXCLUDED.total_rows, total_hash = EXCLUDED.total_hash`,
-          [r.table, w.sig, w.fp.buckets, w.fp.toBytes(), r.sourceRows, r.targetRows, r.conflicts === 0, snapshotAt, runId, w.total.rows, totalHash],
-        );
-      }
-      r.durationMs += Date.now() - tEnd;
-      mark(`${r.table}: counted and state stored`);
+      const r = await finishTable(run, w);
+      results.push(r);
       opts.onProgress?.({ kind: 'table-done', table: r.table, result: r });
     }
-    const results = works.map((w) => w.result);
-    const anyProblem = works.some((w) => w.failed || w.result.conflicts > 0);
-    const status = works.some((w) => w.failed) ? 'error' : anyProblem ? 'conflicts' : 'ok';
-    if (dryRun) {
-      await target.query('ROLLBACK');
-    } else {
-      const errors = works.filter((w) => w.failed).map((w) => w.result.error).join('; ') || null;
-      await finishRun(target, runId!, status, Date.now() - started, results, errors);
+    const held = results.some((r) => r.conflicts > 0);
+    const status = held ? 'conflicts' : 'ok';
+    if (dryRun) await target.query('ROLLBACK');
+    else {
+      await finishRun(target, runId!, status, Date.now() - started, results, null);
       await target.query('COMMIT');
     }
     await source.query('COMMIT');
-    const failed = works.filter((w) => w.failed);
-    for (const w of failed) w.result.unchanged = 0;
-    const error = failed.length === 0 ? undefined : new SyncError('E_APPLY',
-      `staging rejected the changes of ${failed.map((w) => w.result.table).join(', ')}: ${failed.map((w) => w.result.error).join('; ')}`,
-      'those tables were left as they were (the other tables were synced); fix the cause and run again — see docs/errors.md');
-    return { ok: !anyProblem, skipped: false, runId, durationMs: Date.now() - started, order, tables: results, error };
+    return { ok: !held, skipped: false, runId, durationMs: Date.now() - started, order, tables: results, notes };
   } catch (e) {
-    const err = toSyncError(e);
+    // Statements not wrapped with their side are the target's (state, tracking, run records).
+    const err = toSyncError(e, (e as { code?: unknown }).code ? 'target' : undefined);
+    const results = works.map((w) => partialResult(w));
     if (target) {
       await target.query('ROLLBACK').catch(() => {});
       if (runId !== null) {
-        await finishRun(target, runId, 'error', Date.now() - started, works.map((w) => w.result), `${err.code}: ${err.message}`).catch(() => {});
+        await finishRun(target, runId, 'error', Date.now() - started, results, `${err.code}: ${err.message}`).catch(() => {});
       }
     }
-    return { ok: false, skipped: false, runId, durationMs: Date.now() - started, order, tables: works.map((w) => w.result), error: err };
+    return { ok: false, skipped: false, runId, durationMs: Date.now() - started, order, tables: results, notes, error: err };
   } finally {
-    await Promise.all([source?.end().catch(() => {}), target?.end().catch(() => {}), progressClient?.end().catch(() => {})]);
+    await Promise.all([source?.end().catch(() => {}), target?.end().catch(() => {}), run?.progress?.end().catch(() => {})]);
   }
 }
 
 /**
- * The stored bucket fingerprints, read in 512 KiB slices: a bytea arrives as a hex string twice its
- * size, and a few MB of strings at once would show up in the process's peak memory.
+ * Per table: count and xor of row versions on production (two connections sharing the snapshot,
+ * largest tables first) and on staging (its own row versions), all at once.
  */
-async function readFingerprints(target: pg.Client, table: string): Promise<Buffer | null> {
-  const n = (await target.query(`SELECT octet_length(fingerprints) AS n FROM elara_sync.table_state WHERE table_name = $1`, [table])).rows[0]?.n;
-  if (n === undefined || n === null) return null;
-  const out = Buffer.alloc(Number(n));
-  const slice = 512 * 1024;
-  for (let off = 0; off < out.length; off += slice) {
-    const r = await target.query(`SELECT substring(fingerprints FROM $2 FOR $3) AS s FROM elara_sync.table_state WHERE table_name = $1`, [table, off + 1, slice]);
-    (r.rows[0].s as Buffer).copy(out, off);
+async function readTotals(run: Run, plans: TablePlan[]): Promise<Map<string, { source: Total; target: Total; sourceMs: number; targetMs: number }>> {
+  const out = new Map<string, { source: Total; target: Total; sourceMs: number; targetMs: number }>();
+  const snapshotId: string = (await run.source.query('SELECT pg_export_snapshot() AS s')).rows[0].s;
+  const second = await connect(run.opts.sourceUrl, 'source', 'elara-sync-reader');
+  const sourceTotals = new Map<string, { t: Total; ms: number }>();
+  const targetTotals = new Map<string, { t: Total; ms: number }>();
+  try {
+    await second.query(`SET statement_timeout = ${run.timeout}; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`);
+    await second.query(`SET TRANSACTION SNAPSHOT '${snapshotId}'`);
+    const sizes = await run.source.query(`SELECT t, c.reltuples FROM unnest($1::text[]) t JOIN pg_class c ON c.oid = t::regclass`, [plans.map((p) => p.id)]);
+    const size = new Map(sizes.rows.map((r) => [r.t as string, Number(r.reltuples)]));
+    const queue = [...plans].sort((a, b) => (size.get(b.id) ?? 0) - (size.get(a.id) ?? 0));
+    const sourceWorker = async (c: pg.Client) => {
+      for (let p = queue.shift(); p !== undefined; p = queue.shift()) {
+        const t0 = Date.now();
+        const r = await c.query(sourceTotalSelect(p)).catch((e) => { throw toSyncError(e, 'source', p.display); });
+        sourceTotals.set(p.id, { t: { rows: Number(r.rows[0].n), text: r.rows[0].x }, ms: Date.now() - t0 });
+      }
+    };
+    const targetWorker = async () => {
+      for (const p of plans) {
+        const t0 = Date.now();
+        const r = await run.target.query(targetTotalSelect(p)).catch((e) => { throw toSyncError(e, 'target', p.display); });
+        targetTotals.set(p.id, { t: { rows: Number(r.rows[0].n), text: r.rows[0].x }, ms: Date.now() - t0 });
+      }
+    };
+    await Promise.all([sourceWorker(run.source), sourceWorker(second), targetWorker()]);
+    await second.query('COMMIT');
+  } finally {
+    await second.end().catch(() => {});
+  }
+  for (const p of plans) {
+    const s = sourceTotals.get(p.id)!;
+    const t = targetTotals.get(p.id)!;
+    out.set(p.id, { source: s.t, target: t.t, sourceMs: s.ms, targetMs: t.ms });
   }
   return out;
+}
+
+/**
+ * What changed since the last run, on both sides. Production: its row versions against the stored
+ * fingerprints. Staging: its row versions against the fingerprints stored after the last apply
+ * (plus what immediate syncs logged since), so writes that bypassed the tracking trigger, a
+ * TRUNCATE, a re-created table or a restored dump are found, never assumed away.
+ */
+async function detectChanges(run: Run, plan: TablePlan, totals: { source: Total; target: Total; sourceMs: number; targetMs: number }): Promise<TableWork> {
+  const started = Date.now();
+  const state = run.hasState ? await readStoredState(run.target, plan.id, !run.dryRun) : null;
+  const usable = Boolean(state && state.configSig === plan.sig && run.cheapCompare);
+  const storedTarget = usable && state!.target ? state!.target.clone() : null;
+  const fold = run.hasState
+    ? await foldTargetLog(run.target, plan.id, state?.buckets ?? 256, storedTarget, run.dryRun)
+    : { rows: 0, hi: 0, lo: 0, entries: 0, lastAt: null };
+  const expectedTarget = usable && state!.targetTotal ? applyFold(state!.targetTotal, fold) : null;
+  const targetClean = storedTarget !== null && state!.targetOid === plan.target.oid && sameTotal(expectedTarget, totals.target);
+  const sourceClean = usable && state!.source !== null && sameTotal(state!.sourceTotal, totals.source);
+  const work: TableWork = {
+    plan, state, sourceTotal: totals.source, targetTotal: totals.target, fold, unchanged: false, buckets: state?.buckets ?? 256,
+    sourceFp: null, targetFp: null, scope: null, dirtyRows: 0, direct: false, rowsCopied: 0, stage: null, outcome: null, started,
+    sourceClean, targetClean, checkMs: { source: totals.sourceMs, target: totals.targetMs },
+  };
+  if (sourceClean && targetClean && fold.entries === 0) {
+    work.unchanged = true;
+    run.opts.onProgress?.({ kind: 'table-start', table: plan.display, rowsToCopy: 0, scope: 'none' });
+    return work;
+  }
+  const buckets = usable ? keepOrChooseBuckets(state!.buckets, totals.source.rows) : chooseBuckets(totals.source.rows);
+  const sameBuckets = usable && buckets === state!.buckets;
+  work.buckets = buckets;
+  let t0 = Date.now();
+  work.sourceFp = sourceClean && sameBuckets ? state!.source! : await computeFingerprints(run.source, sourceFingerprintSelect(plan), buckets)
+    .catch((e) => { throw toSyncError(e, 'source', plan.display); });
+  work.checkMs.source += Date.now() - t0;
+  t0 = Date.now();
+  work.targetFp = targetClean && sameBuckets ? storedTarget!
+    : totals.target.rows === 0 ? new Fingerprints(buckets)
+      : await computeFingerprints(run.target, targetFingerprintSelect(plan), buckets).catch((e) => { throw toSyncError(e, 'target', plan.display); });
+  work.checkMs.target += Date.now() - t0;
+  mark(`${plan.display}: fingerprints (${buckets} buckets; source ${sourceClean ? 'clean' : 'changed'}, staging ${targetClean ? 'clean' : 'changed'})`);
+
+  let bitmap: Uint8Array | null = null;
+  if (sameBuckets && state!.source && storedTarget) {
+    bitmap = work.sourceFp.diff(state!.source).bitmap;
+    const dirty = unionInto(bitmap, work.targetFp.diff(storedTarget).bitmap);
+    if (dirty > buckets / 2) bitmap = null;
+  }
+  if (bitmap === null) {
+    work.scope = { kind: 'all' };
+    work.dirtyRows = totals.source.rows;
+    work.direct = totals.target.rows === 0 && !run.dryRun;
+  } else {
+    work.scope = { kind: 'buckets', buckets, bitmap };
+    for (let b = 0; b < buckets; b++) if (bitmap[b >> 3]! & (1 << (b & 7))) work.dirtyRows += work.sourceFp.data[b * 3]!;
+    if (!bitmap.some((x) => x !== 0)) work.scope = null;
+  }
+  const scopeName = work.scope === null ? 'none' : work.direct && !state?.trackedSince ? 'initial' : work.scope.kind === 'all' ? 'all' : 'changed';
+  run.opts.onProgress?.({ kind: 'table-start', table: plan.display, rowsToCopy: work.scope ? work.dirtyRows : 0, scope: scopeName });
+  return work;
+}
+
+/** Copies the source rows of the changed buckets into the table's temp table (or straight into an empty target table). */
+async function stageTable(run: Run, w: TableWork, index: number): Promise<void> {
+  if (!w.scope) return;
+  const { plan } = w;
+  if (!run.dryRun) await ensureTracking(run.target, plan, run);
+  const localKeys = run.hasState ? LOCAL_KEYS : LOCAL_KEYS_DRY;
+  const select = sourceSelect(plan, w.scope);
+  const stopPoll = run.progress ? pollCopyProgress(run.progress, run.target, plan.display, run.opts.onProgress!) : () => {};
+  try {
+    if (w.direct) {
+      // An empty table is loaded straight from the COPY stream (still inside the run's transaction).
+      // Its local keys are stale: the rows they named are gone.
+      await run.target.query(`DELETE FROM ${localKeys} WHERE table_name = $1`, [plan.id]);
+      w.rowsCopied = await copyRows(run, plan, select, `COPY ${plan.id} (${columnList(plan)}) FROM STDIN (FORMAT binary)`);
+      w.stage = { plan, src: '', act: `_elara_act_${index}`, scope: w.scope, localKeys };
+      await run.target.query(createStageTables(plan, `_elara_src_${index}`, w.stage.act, 'DROP'));
+    } else {
+      w.stage = { plan, src: `_elara_src_${index}`, act: `_elara_act_${index}`, scope: w.scope, localKeys };
+      await run.target.query(createStageTables(plan, w.stage.src, w.stage.act, 'DROP'));
+      w.rowsCopied = await copyRows(run, plan, select, `COPY ${w.stage.src} (${columnList(plan)}) FROM STDIN (FORMAT binary)`);
+    }
+  } finally {
+    stopPoll();
+  }
+  mark(`${plan.display}: copied ${w.rowsCopied} rows${w.direct ? ' straight into the table' : ''}`);
+}
+
+/** Binary COPY from the source query into `copyIn` on the target; errors say which side failed (and which field, on the source). */
+async function copyRows(run: Run, plan: TablePlan, select: string, copyIn: string): Promise<number> {
+  const out = run.source.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT binary)`));
+  const into = run.target.query(copyFrom(copyIn));
+  // The first stream to fail is the side that failed; the pipeline then destroys the other one.
+  const failed: { side: Side | null } = { side: null };
+  out.on('error', () => { failed.side ??= 'source'; });
+  into.on('error', () => { failed.side ??= 'target'; });
+  try {
+    await pipeline(out, into);
+  } catch (e) {
+    if (failed.side === 'source') {
+      const err = toSyncError(e, 'source', plan.display);
+      const probe = await connect(run.opts.sourceUrl, 'source', 'elara-sync-probe').catch(() => null);
+      const field = probe ? await findFailingField(probe, plan).catch(() => null) : null;
+      await probe?.end().catch(() => {});
+      if (field) {
+        throw new SyncError('E_SOURCE', err.message.replace(`of table ${plan.display}`, `of table ${plan.display} (field ${plan.display}.${field})`), err.hint,
+          { cause: e, table: plan.display, side: 'source' });
+      }
+      throw err;
+    }
+    throw toSyncError(e, 'target', plan.display);
+  }
+  return (into as unknown as { rowCount: number }).rowCount ?? 0;
+}
+
+/** Results, and the new state: production's fingerprints (held buckets poisoned), staging's as the apply left them. */
+async function finishTable(run: Run, w: TableWork): Promise<TableRunResult> {
+  const { plan } = w;
+  const o = w.outcome;
+  const result: TableRunResult = {
+    table: plan.display, sourceRows: w.sourceTotal.rows, targetRows: w.targetTotal.rows,
+    inserted: o?.inserted ?? 0, updated: o?.updated ?? 0, deleted: o?.deleted ?? 0, unchanged: 0, conflicts: o?.held ?? 0, durationMs: 0,
+    checks: {
+      source: w.sourceClean ? 'unchanged' : 'changed', target: w.targetClean ? 'unchanged' : 'changed',
+      compared: w.unchanged || !w.scope ? 'none' : w.scope.kind === 'all' ? 'all' : 'changed buckets',
+      sourceMs: w.checkMs.source, targetMs: w.checkMs.target,
+    },
+  };
+  if (o && o.held > 0) {
+    result.conflictKeys = o.heldRows.map((h) => h.key);
+    result.held = o.heldRows.map((h) => ({ key: h.key, reason: describeHold(h.reason, displayName) }));
+  }
+  if (w.unchanged) {
+    result.unchanged = w.sourceTotal.rows;
+    if (!run.dryRun) await markUnchanged(run.target, plan.id, run.snapshotAt, run.runId, w.fold, w.targetTotal);
+    result.durationMs = Date.now() - w.started;
+    return result;
+  }
+  let targetFp = w.targetFp!;
+  const wrote = Boolean(o && o.inserted + o.updated + o.deleted + (w.direct ? 1 : 0) > 0);
+  if (!run.dryRun && wrote) {
+    if (w.scope?.kind === 'buckets') {
+      targetFp = targetFp.clone();
+      const r = await run.target.query(targetBucketSelect(plan, w.buckets, w.scope.bitmap));
+      for (let b = 0; b < w.buckets; b++) if (w.scope.bitmap[b >> 3]! & (1 << (b & 7))) targetFp.setBucket(b, 0, 0, 0);
+      for (const row of r.rows) {
+        const { hi, lo } = splitInt64(row.x);
+        targetFp.setBucket(row.b, Number(row.n), hi, lo);
+      }
+    } else {
+      targetFp = await computeFingerprints(run.target, targetFingerprintSelect(plan), w.buckets);
+    }
+  }
+  const targetTotal = totalOf(targetFp);
+  result.targetRows = run.dryRun ? w.targetTotal.rows : targetTotal.rows;
+  result.unchanged = Math.max(0, result.sourceRows - result.inserted - result.updated - result.conflicts);
+  if (!run.dryRun) {
+    const sourceFp = w.sourceFp!;
+    let sourceTotal = w.sourceTotal;
+    if (w.stage && o && o.held > 0) {
+      for (const { b } of (await run.target.query(heldBuckets(w.stage, w.buckets).text)).rows) sourceFp.poison(b);
+      // A poisoned bucket makes the stored total differ too, so the next run looks again.
+      sourceTotal = { rows: sourceTotal.rows, text: '0' };
+    }
+    await writeState(run.target, {
+      id: plan.id, display: plan.display, configSig: plan.sig, source: sourceFp, target: targetFp, sourceTotal, targetTotal,
+      targetOid: plan.target.oid, sourceRows: w.sourceTotal.rows, targetRows: targetTotal.rows,
+      equalAt: o && o.held > 0 ? null : run.snapshotAt, runId: run.runId, lastImmediateAt: w.fold.lastAt,
+    });
+  }
+  result.durationMs = Date.now() - w.started;
+  mark(`${plan.display}: state stored`);
+  return result;
+}
+
+function partialResult(w: TableWork): TableRunResult {
+  return {
+    table: w.plan.display, sourceRows: w.sourceTotal.rows, targetRows: w.targetTotal.rows, inserted: 0, updated: 0, deleted: 0,
+    unchanged: 0, conflicts: 0, durationMs: Date.now() - w.started,
+  };
 }
 
 /** Reports rows copied so far from pg_stat_progress_copy of the writer's backend. */
@@ -400,3 +442,4 @@ function pollCopyProgress(progress: pg.Client, writer: pg.Client, table: string,
     stopped = true;
   };
 }
+

@@ -1,14 +1,43 @@
-// Statement builders: pure functions from catalog data to SQL text. No I/O here, so unit tests
+// Statement builders: pure functions from a table plan to SQL text. No I/O here, so unit tests
 // need no database and `elara-sync plan` can show what a run would do.
-import { quoteIdent, type SyncedTable, type TableInfo } from '../catalog/introspect.ts';
+import { quoteIdent } from '../catalog/introspect.ts';
+import type { TablePlan } from '../plan/table-plan.ts';
 
-/** Session settings applied on both sides so that key text and hashes are computed identically. */
-export const SESSION_SETTINGS = `SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; SET jit = off`;
+/**
+ * Session settings applied on both sides (and inside the tracking trigger) so that key text,
+ * hashes and text values are computed identically whatever the server's or the session's defaults.
+ */
+export const SESSION_SETTINGS = `SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; SET lc_monetary = 'C'; SET jit = off`;
+/** The same settings as `SET LOCAL`, for a transaction on a pooled connection. */
+export const LOCAL_SESSION_SETTINGS = SESSION_SETTINGS.replace(/SET /g, 'SET LOCAL ');
+/** The same settings as CREATE FUNCTION clauses. */
+export const FUNCTION_SETTINGS = SESSION_SETTINGS.replace(/; /g, ' ').replace(/SET jit = off/, '');
 
-/** Text of a row's primary key: the value itself, or a row literal for composite keys. */
-export function keyText(table: TableInfo, alias: string): string {
-  const cols = table.primaryKey.map((c) => `${alias}.${quoteIdent(c)}`);
+const q = quoteIdent;
+
+/** A row's key as text[] (one element per key column): how local (QA) rows are recorded. */
+export function keyArray(plan: TablePlan, alias: string): string {
+  return `ARRAY[${plan.key.map((c) => `${alias}.${q(c.name)}::text`).join(', ')}]`;
+}
+
+/** A row's key for humans and reports: the value, or a row literal for composite keys. */
+export function keyLabel(plan: TablePlan, alias: string): string {
+  const cols = plan.key.map((c) => `${alias}.${q(c.name)}`);
   return cols.length === 1 ? `${cols[0]}::text` : `ROW(${cols.join(', ')})::text`;
+}
+
+/** `a.k = b.k AND …` over the key columns. */
+export function keyJoin(plan: TablePlan, a: string, b: string): string {
+  return plan.key.map((c) => `${a}.${q(c.name)} = ${b}.${q(c.name)}`).join(' AND ');
+}
+
+/** Joins a local-keys row `l` (key text[]) to a row `t` through the typed key, so indexes apply. */
+export function localKeyJoin(plan: TablePlan, l: string, t: string): string {
+  return plan.key.map((c, i) => `${t}.${q(c.name)} = (${l}.key[${i + 1}])::${c.type}`).join(' AND ');
+}
+
+export function keyColumns(plan: TablePlan, alias?: string): string {
+  return plan.key.map((c) => (alias ? `${alias}.${q(c.name)}` : q(c.name))).join(', ');
 }
 
 // Hash functions PostgreSQL keeps stable across versions (hash partitioning depends on them).
@@ -22,25 +51,26 @@ const TYPE_HASH: Record<string, string> = {
 };
 
 /** A 64-bit hash of the key; its low bits choose the row's bucket. Same expression on both sides. */
-export function keyHash(table: TableInfo, alias: string, seed = '0'): string {
-  if (table.primaryKey.length === 1) {
-    const col = table.columns.find((c) => c.name === table.primaryKey[0]);
-    const fn = col ? TYPE_HASH[col.type] : undefined;
-    if (fn) return `${fn}(${alias}.${quoteIdent(col!.name)}, ${seed})`;
+export function keyHash(plan: TablePlan, alias: string, seed = '0'): string {
+  if (plan.key.length === 1) {
+    const fn = TYPE_HASH[plan.key[0]!.type];
+    if (fn) return `${fn}(${alias}.${q(plan.key[0]!.name)}, ${seed})`;
   }
-  return `hashtextextended(${keyText(table, alias)}, ${seed})`;
+  return `hashtextextended(${keyLabel(plan, alias)}, ${seed})`;
 }
 
 /**
- * A row version on the source: the key hashed with the row's xmin as seed. Any write to a row
- * gives it a new xmin (a new tuple), so an insert, update or delete changes the xor of these.
+ * A row version: the key hashed with the row's xmin as seed. Any write to a row gives it a new
+ * xmin (a new tuple), so an insert, update or delete changes the xor of these. Computed on the
+ * source (production's versions) and on the target (staging's own versions: what the engine
+ * wrote, or anything else that wrote there).
  */
-export function rowVersionHash(table: TableInfo, alias: string): string {
-  return keyHash(table, alias, `${alias}.xmin::text::bigint`);
+export function rowVersionHash(plan: TablePlan, alias: string): string {
+  return keyHash(plan, alias, `${alias}.xmin::text::bigint`);
 }
 
-export function bucketExpr(table: TableInfo, alias: string, buckets: number): string {
-  return `(${keyHash(table, alias)} & ${buckets - 1})::int`;
+export function bucketExpr(plan: TablePlan, alias: string, buckets: number): string {
+  return `(${keyHash(plan, alias)} & ${buckets - 1})::int`;
 }
 
 /** A bytea literal for a bucket bitmap, tested in SQL with get_bit(). */
@@ -54,244 +84,67 @@ export type Scope =
   | { kind: 'buckets'; buckets: number; bitmap: Uint8Array }
   | { kind: 'keys'; keysTable: string };
 
-export function scopePredicate(table: TableInfo, alias: string, scope: Scope): string {
+export function scopePredicate(plan: TablePlan, alias: string, scope: Scope): string {
   switch (scope.kind) {
     case 'all':
       return 'true';
     case 'buckets':
-      return `get_bit(${bitmapLiteral(scope.bitmap)}, ${bucketExpr(table, alias, scope.buckets)}) = 1`;
-    case 'keys': {
-      const pk = table.primaryKey.map(quoteIdent);
-      return `(${pk.map((c) => `${alias}.${c}`).join(', ')}) IN (SELECT ${pk.join(', ')} FROM ${scope.keysTable})`;
-    }
+      return `get_bit(${bitmapLiteral(scope.bitmap)}, ${bucketExpr(plan, alias, scope.buckets)}) = 1`;
+    case 'keys':
+      return `(${keyColumns(plan, alias)}) IN (SELECT ${keyColumns(plan)} FROM ${scope.keysTable})`;
   }
 }
+
+const from = (plan: TablePlan, alias: string) => `${plan.only}${plan.id} ${alias}`;
 
 /**
  * The source query: every synced column as its transform expression cast to the target's type
  * (so binary COPY matches the target exactly), restricted to the row filter and the scope.
  */
-export function sourceSelect(t: SyncedTable, scope: Scope): string {
-  const cols = t.columns.map((c) => `(${t.expressions.get(c.name)})::${c.type} AS ${quoteIdent(c.name)}`);
-  const where = [t.where ? `(${t.where})` : null, scope.kind === 'all' ? null : scopePredicate(t.target, 's', scope)].filter(Boolean);
-  return `SELECT ${cols.join(', ')} FROM ${t.target.qualified} s${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`;
+export function sourceSelect(plan: TablePlan, scope: Scope): string {
+  const cols = plan.columns.map((c) => `(${c.expr})::${c.type} AS ${q(c.name)}`);
+  const where = [plan.where ? `(${plan.where})` : null, scope.kind === 'all' ? null : scopePredicate(plan, 's', scope)].filter(Boolean);
+  return `SELECT ${cols.join(', ')} FROM ${from(plan, 's')}${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`;
+}
+
+/** The source query for given keys (a jsonb array of {keycol: text}), over the extended protocol. */
+export function sourceSelectByKeys(plan: TablePlan, param: string): string {
+  const keysIn = `(${keyColumns(plan, 's')}) IN (${keysRecordset(plan, param)})`;
+  const cols = plan.columns.map((c) => `(${c.expr})::${c.type} AS ${q(c.name)}`);
+  return `SELECT ${cols.join(', ')} FROM ${from(plan, 's')} WHERE ${plan.where ? `(${plan.where}) AND ` : ''}${keysIn}`;
+}
+
+/** Key values passed as a jsonb array of objects of text, cast back to the key types. */
+export function keysRecordset(plan: TablePlan, param: string): string {
+  return `SELECT ${plan.key.map((c) => `x.${q(c.name)}::${c.type}`).join(', ')}
+    FROM jsonb_to_recordset(${param}::jsonb) AS x(${plan.key.map((c) => `${q(c.name)} text`).join(', ')})`;
 }
 
 /** Per-row (key hash, row version hash) on the source, streamed and folded into buckets. */
-export function fingerprintSelect(t: SyncedTable): string {
-  return `SELECT ${keyHash(t.target, 's')}, ${rowVersionHash(t.target, 's')} FROM ${t.target.qualified} s${t.where ? ` WHERE (${t.where})` : ''}`;
+export function sourceFingerprintSelect(plan: TablePlan): string {
+  return `SELECT ${keyHash(plan, 's')}, ${rowVersionHash(plan, 's')} FROM ${from(plan, 's')}${plan.where ? ` WHERE (${plan.where})` : ''}`;
 }
 
-/** The whole table's fingerprint in one aggregate: equal to the xor of all bucket fingerprints. */
-export function totalSelect(t: SyncedTable): string {
-  return `SELECT count(*)::bigint AS n, coalesce(bit_xor(${rowVersionHash(t.target, 's')}), 0)::text AS x FROM ${t.target.qualified} s${t.where ? ` WHERE (${t.where})` : ''}`;
+/** The whole source table's fingerprint in one aggregate: equal to the xor of all bucket fingerprints. */
+export function sourceTotalSelect(plan: TablePlan): string {
+  return `SELECT count(*)::bigint AS n, coalesce(bit_xor(${rowVersionHash(plan, 's')}), 0)::text AS x FROM ${from(plan, 's')}${plan.where ? ` WHERE (${plan.where})` : ''}`;
 }
 
-export function columnList(t: SyncedTable): string {
-  return t.columns.map((c) => quoteIdent(c.name)).join(', ');
+/** The same two, over every row of the target table (staging's own row versions). */
+export function targetFingerprintSelect(plan: TablePlan): string {
+  return `SELECT ${keyHash(plan, 't')}, ${rowVersionHash(plan, 't')} FROM ${from(plan, 't')}`;
 }
 
-export function createTempTable(t: SyncedTable, name: string): string {
-  return `CREATE TEMP TABLE ${name} ON COMMIT DROP AS SELECT ${columnList(t)} FROM ${t.target.qualified} WITH NO DATA`;
+export function targetTotalSelect(plan: TablePlan): string {
+  return `SELECT count(*)::bigint AS n, coalesce(bit_xor(${rowVersionHash(plan, 't')}), 0)::text AS x FROM ${from(plan, 't')}`;
 }
 
-const NO_EQUALITY = /^(json|xml|point|line|lseg|box|path|polygon|circle)(\[\])?$/;
-function comparable(type: string, expr: string): string {
-  return NO_EQUALITY.test(type) ? `${expr}::text` : expr;
+/** Target fingerprints of the marked buckets only, per bucket (after an apply wrote there). */
+export function targetBucketSelect(plan: TablePlan, buckets: number, bitmap: Uint8Array): string {
+  return `SELECT ${bucketExpr(plan, 't', buckets)} AS b, count(*)::bigint AS n, bit_xor(${rowVersionHash(plan, 't')})::text AS x
+    FROM ${from(plan, 't')} WHERE ${scopePredicate(plan, 't', { kind: 'buckets', buckets, bitmap })} GROUP BY 1`;
 }
 
-function pkJoin(table: TableInfo, a: string, b: string): string {
-  return table.primaryKey.map((c) => `${a}.${quoteIdent(c)} = ${b}.${quoteIdent(c)}`).join(' AND ');
-}
-
-export const LOCAL_ROWS = 'elara_sync.local_rows';
-/** Stand-in used by a dry run on a staging database that has no elara_sync schema yet. */
-export const LOCAL_ROWS_DRY = 'pg_temp._elara_local_rows';
-
-/** Marks target rows not present at the source as local (first run on a table: we cannot know their origin). */
-export function adoptLocalRows(t: SyncedTable, tmp: string, scope: Scope, localRows = LOCAL_ROWS): { text: string; values: unknown[] } {
-  const k = keyText(t.target, 't');
-  return {
-    text: `INSERT INTO ${localRows} (table_name, key)
-      SELECT $1, ${k} FROM ${t.target.qualified} t
-      WHERE ${scopePredicate(t.target, 't', scope)} AND NOT EXISTS (SELECT 1 FROM ${tmp} s WHERE ${pkJoin(t.target, 's', 't')})
-      ON CONFLICT DO NOTHING`,
-    values: [t.target.display],
-  };
-}
-
-/**
- * Source rows that would overwrite or collide with a local (QA) row: the same key, or the same
- * value of a unique constraint. They are moved to the conflicts table and not applied.
- */
-export function findConflicts(t: SyncedTable, tmp: string, conflicts: string, localRows = LOCAL_ROWS): Array<{ text: string; values: unknown[] }> {
-  const ks = keyText(t.target, 's');
-  const out = [{
-    text: `INSERT INTO ${conflicts} (key, reason)
-      SELECT ${ks}, 'key' FROM ${tmp} s JOIN ${localRows} l ON l.table_name = $1 AND l.key = ${ks}
-      ON CONFLICT DO NOTHING`,
-    values: [t.target.display] as unknown[],
-  }];
-  for (const u of t.target.uniques) {
-    if (!u.every((c) => t.columns.some((col) => col.name === c))) continue;
-    const eq = u.map((c) => `t.${quoteIdent(c)} = s.${quoteIdent(c)}`).join(' AND ');
-    out.push({
-      text: `INSERT INTO ${conflicts} (key, reason)
-        SELECT ${ks}, 'unique (' || $2 || ')' FROM ${tmp} s JOIN ${t.target.qualified} t ON ${eq} AND NOT (${pkJoin(t.target, 's', 't')})
-        WHERE EXISTS (SELECT 1 FROM ${localRows} l WHERE l.table_name = $1 AND l.key = ${keyText(t.target, 't')})
-        ON CONFLICT DO NOTHING`,
-      values: [t.target.display, u.join(', ')],
-    });
-  }
-  return out;
-}
-
-/**
- * New rows: one INSERT of every source row whose key staging does not have. Runs before
- * updateChanged, so an updated row may reference a row inserted in the same run (FKs are checked
- * at the end of each statement; across tables they are deferred when deferrable).
- */
-export function insertNew(t: SyncedTable, tmp: string, conflicts: string): string {
-  const cols = columnList(t);
-  return `INSERT INTO ${t.target.qualified} (${cols})
-    SELECT ${cols} FROM ${tmp} s
-    WHERE NOT EXISTS (SELECT 1 FROM ${t.target.qualified} t WHERE ${pkJoin(t.target, 't', 's')})
-      AND NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${keyText(t.target, 's')})`;
-}
-
-/** Unique constraints whose columns are all synced (the others cannot collide through us). */
-export function syncedUniques(t: SyncedTable): string[][] {
-  return t.target.uniques.filter((u) => u.every((c) => t.columns.some((col) => col.name === c)));
-}
-
-function uniqueJoin(u: string[], a: string, b: string): string {
-  return u.map((c) => `${a}.${quoteIdent(c)} = ${b}.${quoteIdent(c)}`).join(' AND ');
-}
-
-/**
- * Frees unique values before rows are written. Unique indexes are checked row by row, so a value
- * production moved from one row to another (an erased user's email registered again, two users
- * swapping emails, an organization re-created with the apiKey of a deleted one) would collide
- * with the row staging still has. A staging row that holds a value some other incoming row needs
- * cannot keep it (production is unique), so it is given a placeholder: a text column of the
- * constraint set to a marker plus the row's own key. The row is then updated or deleted later in
- * the same transaction, in FK order. (No delete here: a doomed parent may still have children in
- * staging until the children-first delete phase.) Constraints without a text column fall back to
- * deleting such rows early, when production no longer has them.
- */
-export function freeUniqueValues(t: SyncedTable, tmp: string, conflicts: string, scope: Scope, localRows = LOCAL_ROWS): Array<{ text: string; values: unknown[]; kind: 'delete' | 'placeholder' }> {
-  const out: Array<{ text: string; values: unknown[]; kind: 'delete' | 'placeholder' }> = [];
-  const k = keyText(t.target, 't');
-  const wanted = (u: string[]) => `EXISTS (SELECT 1 FROM ${tmp} s2 WHERE ${uniqueJoin(u, 's2', 't')} AND NOT (${pkJoin(t.target, 's2', 't')})
-            AND NOT EXISTS (SELECT 1 FROM ${conflicts} c2 WHERE c2.key = ${keyText(t.target, 's2')}))`;
-  const notLocal = `NOT EXISTS (SELECT 1 FROM ${localRows} l WHERE l.table_name = $1 AND l.key = ${k})
-          AND NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${k})`;
-  for (const u of syncedUniques(t)) {
-    const textCol = u.map((c) => t.columns.find((x) => x.name === c)!).find((c) => /^(text|character varying.*|citext)$/.test(c.type));
-    if (textCol) {
-      out.push({
-        kind: 'placeholder',
-        text: `UPDATE ${t.target.qualified} t SET ${quoteIdent(textCol.name)} = E'\\u0001elara-sync ' || ${k}
-          WHERE ${wanted(u)} AND ${notLocal}`,
-        values: [t.target.display],
-      });
-    } else {
-      out.push({
-        kind: 'delete',
-        text: `DELETE FROM ${t.target.qualified} t
-          WHERE ${scopePredicate(t.target, 't', scope)} AND ${wanted(u)}
-            AND NOT EXISTS (SELECT 1 FROM ${tmp} s WHERE ${pkJoin(t.target, 's', 't')}) AND ${notLocal}`,
-        values: [t.target.display],
-      });
-    }
-  }
-  return out;
-}
-
-/**
- * Changed rows: an UPDATE joined to the source rows that writes (and locks) only rows whose synced
- * columns differ. (INSERT … ON CONFLICT DO UPDATE … WHERE would lock, and so dirty the page of,
- * every conflicting row even when nothing changed: 5x slower on a 1%-changed run.)
- */
-export function updateChanged(t: SyncedTable, tmp: string, conflicts: string): string | null {
-  const nonKey = t.columns.filter((c) => !t.target.primaryKey.includes(c.name));
-  if (nonKey.length === 0) return null;
-  const set = nonKey.map((c) => `${quoteIdent(c.name)} = s.${quoteIdent(c.name)}`).join(', ');
-  const lhs = nonKey.map((c) => comparable(c.type, `t.${quoteIdent(c.name)}`)).join(', ');
-  const rhs = nonKey.map((c) => comparable(c.type, `s.${quoteIdent(c.name)}`)).join(', ');
-  return `UPDATE ${t.target.qualified} t SET ${set} FROM ${tmp} s
-    WHERE ${pkJoin(t.target, 't', 's')} AND ROW(${lhs}) IS DISTINCT FROM ROW(${rhs})
-      AND NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${keyText(t.target, 's')})`;
-}
-
-/** Deletes target rows in scope that the source no longer has, unless they are local or in conflict. */
-export function deleteMissing(t: SyncedTable, tmp: string, conflicts: string, scope: Scope, localRows = LOCAL_ROWS): { text: string; values: unknown[] } {
-  const k = keyText(t.target, 't');
-  return {
-    text: `DELETE FROM ${t.target.qualified} t
-      WHERE ${scopePredicate(t.target, 't', scope)}
-        AND NOT EXISTS (SELECT 1 FROM ${tmp} s WHERE ${pkJoin(t.target, 's', 't')})
-        AND NOT EXISTS (SELECT 1 FROM ${localRows} l WHERE l.table_name = $1 AND l.key = ${k})
-        AND NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${k})`,
-    values: [t.target.display],
-  };
-}
-
-/** Counts for a dry run: what insertNew, updateChanged and deleteMissing would do, without writing. */
-export function planCounts(t: SyncedTable, tmp: string, conflicts: string, scope: Scope, localRows = LOCAL_ROWS): { text: string; values: unknown[] } {
-  const nonKey = t.columns.filter((c) => !t.target.primaryKey.includes(c.name));
-  const differs = nonKey.length === 0 ? 'false'
-    : `ROW(${nonKey.map((c) => comparable(c.type, `t.${quoteIdent(c.name)}`)).join(', ')}) IS DISTINCT FROM ROW(${nonKey.map((c) => comparable(c.type, `s.${quoteIdent(c.name)}`)).join(', ')})`;
-  const del = deleteMissing(t, tmp, conflicts, scope, localRows);
-  const ks = keyText(t.target, 's');
-  return {
-    text: `SELECT
-      (SELECT count(*) FROM ${tmp} s WHERE NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${ks})
-         AND NOT EXISTS (SELECT 1 FROM ${t.target.qualified} t WHERE ${pkJoin(t.target, 's', 't')}))::int AS inserted,
-      (SELECT count(*) FROM ${tmp} s JOIN ${t.target.qualified} t ON ${pkJoin(t.target, 's', 't')}
-         WHERE NOT EXISTS (SELECT 1 FROM ${conflicts} c WHERE c.key = ${ks}) AND ${differs})::int AS updated,
-      (SELECT count(*) FROM (${del.text.replace(/^DELETE FROM/, 'SELECT 1 FROM')}) d)::int AS deleted`,
-    values: del.values,
-  };
-}
-
-/**
- * DDL for the trigger that records writes made to a staging table by anyone but the engine:
- * inserts become local rows (kept, never overwritten), and every write marks the row's bucket
- * for re-comparison on the next run. The engine's own sessions set elara_sync.writer = 'on'.
- */
-export function trackingTriggerDdl(t: TableInfo, fnName: string): string[] {
-  const fn = `elara_sync.${quoteIdent(fnName)}`;
-  const newKey = keyText(t, 'NEW');
-  const oldKey = keyText(t, 'OLD');
-  const lit = `'${t.display.replace(/'/g, "''")}'`;
-  return [
-    // SECURITY DEFINER: the trigger fires for QA and app sessions that have no rights on the
-    // engine's schema; it runs as the engine's role with a fixed search_path.
-    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-BEGIN
-  IF TG_OP = 'TRUNCATE' THEN
-    DELETE FROM elara_sync.local_rows WHERE table_name = ${lit};
-    UPDATE elara_sync.table_state SET config_sig = 'truncated' WHERE table_name = ${lit};
-    RETURN NULL;
-  END IF;
-  IF TG_OP = 'INSERT' THEN
-    INSERT INTO elara_sync.local_rows (table_name, key) VALUES (${lit}, ${newKey}) ON CONFLICT DO NOTHING;
-  END IF;
-  IF TG_OP = 'DELETE' THEN
-    DELETE FROM elara_sync.local_rows WHERE table_name = ${lit} AND key = ${oldKey};
-  END IF;
-  IF TG_OP IN ('INSERT', 'UPDATE') THEN
-    INSERT INTO elara_sync.edits (table_name, key_hash) VALUES (${lit}, ${keyHash(t, 'NEW')});
-  END IF;
-  IF TG_OP IN ('UPDATE', 'DELETE') THEN
-    INSERT INTO elara_sync.edits (table_name, key_hash) VALUES (${lit}, ${keyHash(t, 'OLD')});
-  END IF;
-  RETURN NULL;
-END $fn$`,
-    `CREATE OR REPLACE TRIGGER elara_sync_track AFTER INSERT OR UPDATE OR DELETE ON ${t.qualified}
-       FOR EACH ROW WHEN (current_setting('elara_sync.writer', true) IS DISTINCT FROM 'on') EXECUTE FUNCTION ${fn}()`,
-    `CREATE OR REPLACE TRIGGER elara_sync_track_truncate AFTER TRUNCATE ON ${t.qualified}
-       FOR EACH STATEMENT WHEN (current_setting('elara_sync.writer', true) IS DISTINCT FROM 'on') EXECUTE FUNCTION ${fn}()`,
-  ];
+export function columnList(plan: TablePlan, alias?: string): string {
+  return plan.columns.map((c) => (alias ? `${alias}.${q(c.name)}` : q(c.name))).join(', ');
 }

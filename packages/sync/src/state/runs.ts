@@ -38,7 +38,10 @@ export interface TableState {
   table: string;
   sourceRows: number | null;
   targetRows: number | null;
+  /** When a run last checked both sides and found staging equal to production (no rows held back). */
   lastEqualAt: Date | null;
+  /** When an immediate sync last wrote rows of this table to staging. */
+  lastImmediateAt: Date | null;
   lastRunId: number | null;
 }
 
@@ -46,11 +49,15 @@ export interface TableState {
 export async function readTableStates(target: pg.Pool | pg.ClientBase): Promise<TableState[]> {
   const exists = await target.query(`SELECT to_regclass('elara_sync.table_state') IS NOT NULL AS e`);
   if (!exists.rows[0].e) return [];
+  const hasLog = (await target.query(`SELECT to_regclass('elara_sync.target_log') IS NOT NULL AS e`)).rows[0].e;
   const r = await target.query(
-    `SELECT table_name, source_rows, target_rows, last_equal_at, last_run_id FROM elara_sync.table_state ORDER BY table_name`,
+    `SELECT coalesce(s.display, s.table_name) AS table_name, s.source_rows, s.target_rows, s.last_equal_at, s.last_run_id,
+            ${hasLog ? `greatest(s.last_immediate_at, (SELECT max(at) FROM elara_sync.target_log l WHERE l.table_name = s.table_name))` : 'NULL::timestamptz'} AS last_immediate_at
+       FROM elara_sync.table_state s ORDER BY 1`,
   );
   return r.rows.map((x) => ({
     table: x.table_name,
+    lastImmediateAt: x.last_immediate_at,
     sourceRows: x.source_rows === null ? null : Number(x.source_rows),
     targetRows: x.target_rows === null ? null : Number(x.target_rows),
     lastEqualAt: x.last_equal_at,

@@ -2,7 +2,7 @@ import type pg from 'pg';
 
 // The engine's own schema on the target. Created on first use; every statement is idempotent and
 // serialised by an advisory lock so two processes starting at once do not race on CREATE.
-export const STATE_SCHEMA_VERSION = 2;
+export const STATE_SCHEMA_VERSION = 3;
 /** Serialises the engine's DDL on staging (state schema, tracking triggers) across processes. */
 export const LOCK_DDL = 0x656c6172; // "elar"
 /** Session-level lock held for a whole reconcile run: one run at a time per staging database. */
@@ -12,6 +12,8 @@ export const LOCK_APPLY = 0x656c6132;
 
 // CREATE SCHEMA checks the CREATE privilege on the database even with IF NOT EXISTS, and the
 // least-privilege writer role has none: the schema is created only when it is missing.
+// Version 2's tables (local_rows, edits) stay: tracking triggers of tables no longer synced may
+// still write to them, and a missing table would make QA's writes fail.
 const DDL = `
 CREATE TABLE IF NOT EXISTS elara_sync.meta (version int NOT NULL);
 CREATE TABLE IF NOT EXISTS elara_sync.runs (
@@ -36,7 +38,10 @@ CREATE TABLE IF NOT EXISTS elara_sync.table_state (
   last_run_id bigint,
   tracked_since timestamptz
 );
-ALTER TABLE elara_sync.table_state ADD COLUMN IF NOT EXISTS total_rows bigint, ADD COLUMN IF NOT EXISTS total_hash bigint;
+ALTER TABLE elara_sync.table_state ADD COLUMN IF NOT EXISTS total_rows bigint, ADD COLUMN IF NOT EXISTS total_hash bigint,
+  ADD COLUMN IF NOT EXISTS target_fingerprints bytea, ADD COLUMN IF NOT EXISTS target_total_rows bigint,
+  ADD COLUMN IF NOT EXISTS target_total_hash bigint, ADD COLUMN IF NOT EXISTS target_oid bigint,
+  ADD COLUMN IF NOT EXISTS last_immediate_at timestamptz, ADD COLUMN IF NOT EXISTS display text;
 CREATE TABLE IF NOT EXISTS elara_sync.local_rows (
   table_name text NOT NULL,
   key text NOT NULL,
@@ -49,6 +54,27 @@ CREATE TABLE IF NOT EXISTS elara_sync.edits (
   at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS edits_table ON elara_sync.edits (table_name);
+CREATE TABLE IF NOT EXISTS elara_sync.local_keys (
+  table_name text NOT NULL,
+  key text[] NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (table_name, key)
+);
+CREATE TABLE IF NOT EXISTS elara_sync.tombstones (
+  table_name text NOT NULL,
+  key_hash bigint NOT NULL,
+  deleted_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (table_name, key_hash)
+);
+CREATE TABLE IF NOT EXISTS elara_sync.target_log (
+  id bigserial PRIMARY KEY,
+  table_name text NOT NULL,
+  key_hash bigint NOT NULL,
+  version_xor bigint NOT NULL,
+  row_delta integer NOT NULL,
+  at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS target_log_table ON elara_sync.target_log (table_name);
 `;
 
 const ensured = new WeakSet<object>();

@@ -1,9 +1,13 @@
 import { pipeline } from 'node:stream/promises';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
-import { quoteIdent, resolveTables, type SyncedTable, type TableConfig } from '../catalog/introspect.ts';
-import { keyText, LOCAL_ROWS } from '../sql/statements.ts';
+import { quoteIdent } from '../catalog/introspect.ts';
+import type { TableConfig, TablePlan } from '../plan/table-plan.ts';
+import { keyArray, keyLabel } from '../sql/statements.ts';
+import { LOCAL_KEYS } from '../sql/apply-statements.ts';
 import { connect, guardTarget, identify } from '../engine/connect.ts';
+import { compilePlans, validateOnSource } from '../engine/plans.ts';
 import { SyncError } from '../errors.ts';
+import { describeDatabaseError } from '../engine/errors.ts';
 
 export interface TableVerifyResult {
   table: string;
@@ -26,9 +30,12 @@ export interface VerifyResult {
   tables: TableVerifyResult[];
 }
 
-/** md5 of the synced columns, as the source query produces them and as staging holds them. */
-function rowHash(t: SyncedTable, side: 'source' | 'target'): string {
-  const cols = t.columns.map((c) => (side === 'source' ? `(${t.expressions.get(c.name)})::${c.type}` : `t.${quoteIdent(c.name)}`));
+/**
+ * md5 of the synced columns' text, as the source query produces them (rules applied) and as
+ * staging holds them: text identity, so -0 and 0 or 1.0 and 1.00 differ here as they do to a reader.
+ */
+function rowHash(p: TablePlan, side: 'source' | 'target'): string {
+  const cols = p.columns.map((c) => (side === 'source' ? `(${c.expr})::${c.type}` : `t.${quoteIdent(c.name)}`));
   return `md5(ROW(${cols.join(', ')})::text)`;
 }
 
@@ -52,22 +59,25 @@ export async function verifySync(opts: { sourceUrl: string; targetUrl: string; t
     guardTarget(sid, tid, { allowProductionTarget: true });
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await target.query('BEGIN');
-    const tables = await resolveTables(source, target, opts.tables);
-    const hasLocal = (await target.query(`SELECT to_regclass('elara_sync.local_rows') IS NOT NULL AS e`)).rows[0].e;
+    const tables = await compilePlans(source, target, opts.tables);
+    await validateOnSource(source, tables);
+    const hasLocal = (await target.query(`SELECT to_regclass('${LOCAL_KEYS}') IS NOT NULL AS e`)).rows[0].e;
     const out: TableVerifyResult[] = [];
     for (const [i, t] of tables.entries()) {
       const tmp = `_elara_verify_${i}`;
       await target.query(`CREATE TEMP TABLE ${tmp} (key text PRIMARY KEY, h text NOT NULL) ON COMMIT DROP`);
       const where = t.where ? ` WHERE (${t.where})` : '';
       await pipeline(
-        source.query(copyTo(`COPY (SELECT ${keyText(t.target, 's')}, ${rowHash(t, 'source')} FROM ${t.target.qualified} s${where}) TO STDOUT`)),
+        source.query(copyTo(`COPY (SELECT ${keyLabel(t, 's')}, ${rowHash(t, 'source')} FROM ${t.only}${t.id} s${where}) TO STDOUT`)),
         target.query(copyFrom(`COPY ${tmp} (key, h) FROM STDIN`)),
       );
-      const k = keyText(t.target, 't');
-      const localJoin = hasLocal ? `EXISTS (SELECT 1 FROM ${LOCAL_ROWS} l WHERE l.table_name = $1 AND l.key = x.key)` : 'false';
+      const k = keyLabel(t, 't');
+      const localJoin = hasLocal ? `x.local` : 'false';
       const r = await target.query(
-        `WITH tgt AS (SELECT ${k} AS key, ${rowHash(t, 'target')} AS h FROM ${t.target.qualified} t),
-              x AS (SELECT coalesce(s.key, tgt.key) AS key, s.h AS sh, tgt.h AS th FROM ${tmp} s FULL JOIN tgt ON tgt.key = s.key)
+        `WITH tgt AS (SELECT ${k} AS key, ${rowHash(t, 'target')} AS h,
+                  ${hasLocal ? `EXISTS (SELECT 1 FROM ${LOCAL_KEYS} l WHERE l.table_name = $1 AND l.key = ${keyArray(t, 't')})` : 'false'} AS local
+                  FROM ${t.only}${t.id} t),
+              x AS (SELECT coalesce(s.key, tgt.key) AS key, s.h AS sh, tgt.h AS th, coalesce(tgt.local, false) AS local FROM ${tmp} s FULL JOIN tgt ON tgt.key = s.key)
          SELECT count(*) FILTER (WHERE sh IS NOT NULL)::int AS source_rows,
                 count(*) FILTER (WHERE th IS NOT NULL)::int AS target_rows,
                 count(*) FILTER (WHERE th IS NULL)::int AS missing,
@@ -75,11 +85,11 @@ export async function verifySync(opts: { sourceUrl: string; targetUrl: string; t
                 count(*) FILTER (WHERE sh IS NULL AND ${localJoin})::int AS local,
                 count(*) FILTER (WHERE sh <> th)::int AS changed
          FROM x`,
-        hasLocal ? [t.target.display] : [],
+        hasLocal ? [t.id] : [],
       );
       const x = r.rows[0];
       out.push({
-        table: t.target.display, sourceRows: x.source_rows, targetRows: x.target_rows, missing: x.missing,
+        table: t.display, sourceRows: x.source_rows, targetRows: x.target_rows, missing: x.missing,
         extra: x.extra, changed: x.changed, local: x.local, equal: x.missing + x.extra + x.changed === 0,
       });
     }
@@ -88,7 +98,7 @@ export async function verifySync(opts: { sourceUrl: string; targetUrl: string; t
     return { equal: out.every((t) => t.equal), durationMs: Date.now() - started, tables: out };
   } catch (e) {
     if (e instanceof SyncError) throw e;
-    throw new SyncError('E_VERIFY', `verify failed: ${(e as Error).message}`, 'check both databases are reachable and migrated', { cause: e });
+    throw new SyncError('E_VERIFY', `verify failed: ${describeDatabaseError(e)}`, 'check both databases are reachable and migrated', { cause: e });
   } finally {
     await source.end().catch(() => {});
     await target.end().catch(() => {});

@@ -1,0 +1,203 @@
+// The immediate sync of a few rows by key (the backend's registration sync): the same table plans
+// (transforms and row filters included) and the same apply as a reconcile run; its bookkeeping is
+// a target-log entry per changed row, so the next run knows those staging row versions are the
+// engine's own.
+import type pg from 'pg';
+import { createHash } from 'node:crypto';
+import type { KeySyncRequest, KeySyncResult } from '../types.ts';
+import { SyncError } from '../errors.ts';
+import { parseTableName, qualifiedName } from '../catalog/introspect.ts';
+import { orderTables } from '../plan/table-order.ts';
+import type { TableConfig, TablePlan } from '../plan/table-plan.ts';
+import { columnList, keyColumns, keyHash, keysRecordset, LOCAL_SESSION_SETTINGS, rowVersionHash, sourceSelectByKeys } from '../sql/statements.ts';
+import { createStageTables, findUniqueColliders, LOCAL_KEYS, type Stage } from '../sql/apply-statements.ts';
+import { applyStages, beginApply } from '../apply/apply.ts';
+import { ensureStateSchema } from '../state/schema.ts';
+import { ensureTracking } from '../state/tracking.ts';
+import { withTransaction } from './transaction.ts';
+import { compilePlans, validateOnSource } from './plans.ts';
+import { toSyncError } from './errors.ts';
+
+export interface SyncKeysOptions {
+  /** The configured tables (elara-sync.yml): their transforms and row filters apply here too. */
+  tables?: TableConfig[];
+  /** statement_timeout on the target, ms (default 5000). */
+  statementTimeoutMs?: number;
+  /** How long to wait for a reconcile run that is applying, ms (default 30000). */
+  lockWaitMs?: number;
+}
+
+// Values travel as text and are cast back to the column type on the target: exact for every type
+// (both sessions use the same fixed settings, e.g. UTC and extra_float_digits = 3).
+const rawText = { getTypeParser: () => (v: string) => v };
+const planCache = new WeakMap<object, Map<string, TablePlan>>();
+
+const configFor = (name: string, tables: TableConfig[] | undefined): TableConfig => {
+  const p = parseTableName(name);
+  const q = qualifiedName(p.schema, p.name);
+  return tables?.find((t) => {
+    const x = parseTableName(t.name);
+    return qualifiedName(x.schema, x.name) === q;
+  }) ?? { name };
+};
+
+async function plansFor(source: pg.Pool, target: pg.Pool, names: string[], tables: TableConfig[] | undefined): Promise<TablePlan[]> {
+  const cache = planCache.get(target) ?? new Map<string, TablePlan>();
+  planCache.set(target, cache);
+  const cfgs = names.map((n) => configFor(n, tables));
+  const keys = cfgs.map((c) => JSON.stringify(c));
+  const missing = cfgs.filter((_, i) => !cache.has(keys[i]!));
+  if (missing.length > 0) {
+    const compiled = await compilePlans(source, target, missing);
+    await validateOnSource(source, compiled);
+    missing.forEach((c, i) => cache.set(JSON.stringify(c), compiled[i]!));
+  }
+  return keys.map((k) => cache.get(k)!);
+}
+
+function keysJson(plan: TablePlan, keys: Array<Record<string, unknown>>): string {
+  return JSON.stringify(keys.map((k) => {
+    const o: Record<string, string> = {};
+    for (const c of plan.key) {
+      const v = k[c.name];
+      if (v === undefined || v === null) {
+        throw new SyncError('E_BAD_KEY', `a key for table ${plan.display} has no value for primary-key column ${c.name}`, 'pass every primary-key column in each key');
+      }
+      o[c.name] = v instanceof Date ? v.toISOString() : String(v);
+    }
+    return o;
+  }));
+}
+
+/** Temp tables kept for the life of a pooled session (creating them per sync would cost more than the sync), emptied at commit. */
+const sessionTables = new WeakMap<object, Set<string>>();
+async function sessionStage(client: pg.ClientBase, plan: TablePlan): Promise<Stage & { keys: string; before: string }> {
+  const h = createHash('sha1').update(`${plan.id}|${plan.columns.map((c) => `${c.name}:${c.type}`).join(',')}`).digest('hex').slice(0, 12);
+  const names = { src: `_elara_ks_${h}`, act: `_elara_ka_${h}`, keys: `_elara_kk_${h}`, before: `_elara_kv_${h}` };
+  const seen = sessionTables.get(client) ?? new Set<string>();
+  sessionTables.set(client, seen);
+  if (!seen.has(h)) {
+    await client.query(`${createStageTables(plan, names.src, names.act, 'DELETE ROWS')};
+      CREATE TEMP TABLE IF NOT EXISTS ${names.keys} ON COMMIT DELETE ROWS AS SELECT ${keyColumns(plan)} FROM ${plan.only}${plan.id} WITH NO DATA;
+      CREATE TEMP TABLE IF NOT EXISTS ${names.before} (kh bigint, vh bigint) ON COMMIT DELETE ROWS`);
+    seen.add(h);
+  }
+  return { plan, src: names.src, act: names.act, scope: { kind: 'keys', keysTable: names.keys }, localKeys: LOCAL_KEYS, keys: names.keys, before: names.before };
+}
+
+const prepared = (text: string) => `elara_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`;
+
+/**
+ * Reads the rows with the given primary keys from the source (through the table plans' source
+ * query) and applies them to the target in ONE transaction. Keys no longer at the source (or
+ * outside the row filter) are deleted from the target unless they are local (QA) rows. Idempotent.
+ */
+export async function syncKeys(
+  source: pg.Pool,
+  target: pg.Pool,
+  requests: KeySyncRequest[],
+  options: SyncKeysOptions = {},
+): Promise<Array<KeySyncResult & { conflicts: number }>> {
+  try {
+    return await syncKeysOnce(source, target, requests, options);
+  } catch (e) {
+    // A migration since the plans were compiled (a column added, a table re-created): compile again, once.
+    const code = (e as { cause?: { code?: string }; code?: string }).cause?.code ?? (e as { code?: string }).code;
+    if (code && /^(42703|42P01|42804|0A000|26000)$/.test(code)) {
+      planCache.delete(target);
+      return syncKeysOnce(source, target, requests, options);
+    }
+    throw e;
+  }
+}
+
+async function syncKeysOnce(source: pg.Pool, target: pg.Pool, requests: KeySyncRequest[], options: SyncKeysOptions): Promise<Array<KeySyncResult & { conflicts: number }>> {
+  const plans = await plansFor(source, target, requests.map((r) => r.table), options.tables);
+  const byId = new Map(plans.map((p, i) => [p.id, { plan: p, keys: requests[i]!.keys }]));
+  const order = orderTables(plans.map((p) => p.target)).upsertOrder;
+  await ensureStateSchema(target);
+  for (const p of plans) await ensureTracking(target, p);
+
+  const results = new Map<string, KeySyncResult & { conflicts: number }>();
+  // One production snapshot for everything this sync reads, held while staging is written (a
+  // few milliseconds): rows pulled into scope later (unique colliders) come from the same snapshot.
+  await withTransaction(source, async (src) => {
+    const read = async (plan: TablePlan, keysJsonText: string): Promise<unknown[][]> => {
+      const text = sourceSelectByKeys(plan, '$1');
+      const r = await src.query({ name: prepared(text), text, values: [keysJsonText], rowMode: 'array', types: rawText })
+        .catch((e) => { throw toSyncError(e, 'source', plan.display); });
+      return r.rows;
+    };
+    await withTransaction(target, async (client) => {
+      const timeout = options.statementTimeoutMs ?? 5000;
+      // Waits (up to lockWait) while a reconcile applies, then applies under the normal timeout.
+      await beginApply(client, { lock: 'shared', lockWaitMs: options.lockWaitMs ?? 30_000, statementTimeoutMs: timeout });
+      const stages: Array<Stage & { keys: string; before: string }> = [];
+      const sourceRows = new Map<string, number>();
+      for (const id of order) {
+        const { plan, keys } = byId.get(id)!;
+        const s = await sessionStage(client, plan);
+        stages.push(s);
+        const json = keysJson(plan, keys);
+        const insertKeys = `INSERT INTO ${s.keys} ${keysRecordset(plan, '$1')}`;
+        await client.query({ name: prepared(insertKeys), text: insertKeys, values: [json] });
+        const data = keys.length ? await read(plan, json) : [];
+        sourceRows.set(id, data.length);
+        await loadRows(client, s, data);
+      }
+      // Close the scope over unique values: a staging row outside the keys that holds a value an
+      // incoming row needs is stale, so it is read from production and applied too.
+      for (const s of stages) {
+        for (let round = 0; round < 20; round++) {
+          let added = 0;
+          for (const u of s.plan.uniques) {
+            const sql = findUniqueColliders(s, u);
+            const r = await client.query({ name: prepared(sql.text), text: sql.text, values: sql.values });
+            if (!r.rowCount) continue;
+            added += r.rowCount;
+            await loadRows(client, s, await read(s.plan, JSON.stringify(r.rows)));
+          }
+          if (added === 0) break;
+        }
+      }
+      for (const s of stages) {
+        // Staging's row versions before the apply, locked so nobody changes them until commit.
+        const before = `INSERT INTO ${s.before} SELECT ${keyHash(s.plan, 't')}, ${rowVersionHash(s.plan, 't')} FROM ${s.plan.only}${s.plan.id} t
+          WHERE (${keyColumns(s.plan, 't')}) IN (SELECT ${keyColumns(s.plan)} FROM ${s.keys}) FOR UPDATE OF t`;
+        await client.query({ name: prepared(before), text: before });
+      }
+      const outcomes = await applyStages(client, stages, order, { prepare: true });
+      for (const s of stages) {
+        const o = outcomes.get(s.plan.id)!;
+        results.set(s.plan.id, {
+          table: s.plan.display, upserted: o.inserted + o.updated, deleted: o.deleted,
+          unchanged: Math.max(0, sourceRows.get(s.plan.id)! - o.inserted - o.updated - o.held), conflicts: o.held,
+        });
+        if (o.inserted + o.updated + o.deleted === 0) continue;
+        const log = `INSERT INTO elara_sync.target_log (table_name, key_hash, version_xor, row_delta)
+          SELECT $1, kh, bit_xor(vh), sum(d) FROM (
+            SELECT kh, vh, -1 AS d FROM ${s.before}
+            UNION ALL SELECT ${keyHash(s.plan, 't')}, ${rowVersionHash(s.plan, 't')}, 1 FROM ${s.plan.only}${s.plan.id} t
+              WHERE (${keyColumns(s.plan, 't')}) IN (SELECT ${keyColumns(s.plan)} FROM ${s.keys})) x
+          GROUP BY kh HAVING bit_xor(vh) <> 0 OR sum(d) <> 0`;
+        await client.query({ name: prepared(log), text: log, values: [s.plan.id] });
+      }
+    });
+  }, `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${LOCAL_SESSION_SETTINGS}`);
+  return requests.map((_, i) => results.get(plans[i]!.id)!);
+}
+
+/** Source rows (as text) into the stage's src table, 500 rows per statement, cast to the target's types. */
+async function loadRows(client: pg.ClientBase, s: Stage, data: unknown[][]): Promise<void> {
+  const n = s.plan.columns.length;
+  for (let start = 0; start < data.length; start += 500) {
+    const chunk = data.slice(start, start + 500);
+    const values: unknown[] = [];
+    const tuples = chunk.map((row, r) => `(${s.plan.columns.map((c, j) => {
+      values.push(row[j]);
+      return `$${r * n + j + 1}::${c.type}`;
+    }).join(', ')})`);
+    const insertRows = `INSERT INTO ${s.src} (${columnList(s.plan)}) VALUES ${tuples.join(', ')}`;
+    await client.query({ name: prepared(insertRows), text: insertRows, values });
+  }
+}
