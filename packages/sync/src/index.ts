@@ -10,3 +10,7 @@ export { readRuns, readTableStates, type TableState } from './state/runs.ts';
 export { redactUrl } from './engine/connect.ts';
 export { withTransaction } from './engine/transaction.ts';
 export type { TableConfig } from './catalog/introspect.ts';
+// Shared with the backend, so each exists once: identifier quoting, duration parsing, URL redaction.
+export { quoteIdent } from './catalog/introspect.ts';
+export { parseDuration } from './config.ts';
+export { scrubSecrets } from './redact.ts';
