@@ -41,7 +41,7 @@ const envSchema = z.object({
   /** How often to probe staging while it is failing; on recovery the backlog is retried at once. */
   SYNC_PROBE_INTERVAL_MS: int(50, 600_000).default(1000),
   /** Test-only fault injection; see README. Unset in any real deployment. */
-  ELARA_FAILPOINT: z.enum(['after_prod_commit']).optional(),
+  ELARA_FAILPOINT: z.enum(['after_prod_commit', 'in_sync_job']).optional(),
   TRUST_PROXY: bool.default(false),
   /** Bearer token for GET /api/v2/sync/status and the /sync page (operators, dashboards). */
   OPS_TOKEN: z.string().min(32, 'must be at least 32 characters of random data').optional(),
@@ -73,7 +73,7 @@ export interface Config {
   readonly dbPoolMax: number;
   readonly staging: { readonly connectTimeoutMs: number; readonly statementTimeoutMs: number };
   readonly sync: { readonly concurrency: number; readonly maxAttempts: number; readonly staleLockSeconds: number; readonly probeIntervalMs: number };
-  readonly failpoint: 'after_prod_commit' | null;
+  readonly failpoint: 'after_prod_commit' | 'in_sync_job' | null;
   readonly trustProxy: boolean;
   readonly ops: {
     readonly token: string | null;
