@@ -139,7 +139,12 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
   let closing: Promise<void> | null = null;
   const close = () => (closing ??= cleanup());
   if (opts.handleSignals !== false) {
+    let signalled = false;
     const onSignal = (signal: NodeJS.Signals) => {
+      // Under `npm start` one Ctrl-C arrives twice (from the terminal, and forwarded by npm); a
+      // repeated signal must not end the process halfway through its shutdown. The deadlines bound it.
+      if (signalled) { logger.info({ signal }, 'already shutting down'); return; }
+      signalled = true;
       logger.info({ signal }, 'shutting down');
       // Last resort only: the HTTP drain is bounded by SHUTDOWN_TIMEOUT_MS, the worker's jobs by the
       // staging timeouts; this fires only if something else hangs.
@@ -153,8 +158,8 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
         .then(() => { logger.info('stopped'); logger.flush(() => process.exit(0)); },
           (err) => { logger.fatal({ error: describeError(err) }, 'shutdown failed'); logger.flush(() => process.exit(1)); });
     };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
   }
   return { app, config, logger, metrics, prodPool, stagingPool, url, close };
 }
