@@ -1,11 +1,11 @@
-// The README's `npm start` from a fresh git clone inside a private (0700) directory, as the user
+// The README's `npm start` (its command) from a fresh git clone inside a private (0700) directory, as the user
 // running the tests (root in CI: then PostgreSQL runs as user postgres, who cannot reach the clone).
 // A registration reaches staging; Ctrl-C (SIGINT to the whole process group, as a terminal sends
 // it) shuts down in order: exit 0, no error-level line, PostgreSQL stopped.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,8 +35,12 @@ test(`npm start from a clone in a 0700 directory (as ${isRoot ? 'root' : 'a norm
 
   const env = { ...process.env, PORT: '0', LOG_LEVEL: 'info' };
   for (const k of ['DATABASE_URL', 'STAGING_DATABASE_URL', 'RECONCILE_INTERVAL', 'OPS_TOKEN', 'npm_config_prefix']) delete env[k];
-  // Its own process group, so the test can send SIGINT the way a terminal's Ctrl-C does.
-  const child = spawn('npm', ['start'], { cwd: clone, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The command `npm start` runs, started directly: under npm, a Ctrl-C also reaches npm's `sh -c`,
+  // which then reports the signal (exit 130) whatever the server's own exit code; this test checks
+  // the server's. Its own process group, so SIGINT goes to the group the way a terminal sends it.
+  const [cmd, ...args] = (JSON.parse(readFileSync(join(clone, 'package.json'), 'utf8')).scripts.start as string).split(' ');
+  assert.equal(cmd, 'node');
+  const child = spawn(process.execPath, args, { cwd: clone, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (c: Buffer) => { out += c.toString(); });
   child.stderr.on('data', (c: Buffer) => { out += c.toString(); });
