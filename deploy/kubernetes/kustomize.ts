@@ -36,8 +36,8 @@ export function buildKustomization(dir: string): K8sObject[] {
     out = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string };
-    if (e.code === 'ENOENT') throw new Error('kubectl is not installed: these tests need `kubectl kustomize` (apt-get install kubectl; .ci/run does it)');
-    throw new Error(`kubectl kustomize ${dir} failed: ${e.stderr ?? e.message}`);
+    if (e.code === 'ENOENT') throw new Error('kubectl is not installed: these tests need `kubectl kustomize` (apt-get install kubectl; .ci/run does it)', { cause: err });
+    throw new Error(`kubectl kustomize ${dir} failed: ${e.stderr ?? e.message}`, { cause: err });
   }
   return parseYamlDocuments(out, `kubectl kustomize ${dir}`) as K8sObject[];
 }

@@ -12,6 +12,7 @@ import { enqueueRegistrationSync } from '../sync/outbox.ts';
 import type { Database, Tx } from '../db/client.ts';
 
 // No control characters (NUL cannot be stored in PostgreSQL text; the rest only cause trouble).
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const noControl = (s: string) => !/[\u0000-\u001f\u007f]/.test(s);
 const name = (max: number) => z.string().transform((s) => s.normalize('NFC').trim())
   .pipe(z.string().min(1, 'must not be empty').max(max, `must be at most ${max} characters`))

@@ -173,7 +173,7 @@ export async function fetchStatus(fetchImpl, token, timeoutMs = FETCH_TIMEOUT_MS
     return body;
   } catch (err) {
     if (err instanceof NotAuthorisedError) throw err;
-    throw new Error(err?.name === 'AbortError' ? 'timed out' : (err?.message ?? String(err)));
+    throw new Error(err?.name === 'AbortError' ? 'timed out' : (err?.message ?? String(err)), { cause: err });
   } finally {
     clearTimeout(timer);
   }
