@@ -33,7 +33,7 @@ test(`npm start from a clone in a 0700 directory (as ${isRoot ? 'root' : 'a norm
   const linked = spawnSync('cp', ['-al', join(REPO, 'node_modules'), join(clone, 'node_modules')]);
   if (linked.status !== 0) sh('npm', ['ci', '--offline', '--no-audit', '--no-fund'], clone);
 
-  const env = { ...process.env, PORT: '0', LOG_LEVEL: 'info' };
+  const env: NodeJS.ProcessEnv = { ...process.env, PORT: '0', LOG_LEVEL: 'info' };
   for (const k of ['DATABASE_URL', 'STAGING_DATABASE_URL', 'RECONCILE_INTERVAL', 'OPS_TOKEN', 'npm_config_prefix']) delete env[k];
   // The command `npm start` runs, started directly: under npm, a Ctrl-C also reaches npm's `sh -c`,
   // which then reports the signal (exit 130) whatever the server's own exit code; this test checks
