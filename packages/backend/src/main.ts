@@ -15,8 +15,8 @@ const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const say = (msg: string) => process.stderr.write(`[elara] ${msg}\n`);
 
 // graphile-worker 0.17 can leave a rejected promise unhandled when it cannot reach production to
-// mark a job complete. The job stays locked and is released by the stale-lock sweep and re-run
-// (the apply is idempotent), so log it instead of letting Node end the API process.
+// mark a job complete. The job stays locked by this live process until SYNC_STALE_LOCK_SECONDS
+// and is then re-run (the apply is idempotent), so log it instead of letting Node end the API process.
 process.on('unhandledRejection', (reason) => {
   process.stderr.write(`${JSON.stringify({ level: 50, time: Date.now(), service: 'elara-backend', error: { message: reason instanceof Error ? reason.message : String(reason) }, msg: 'unhandled promise rejection (process kept running)' })}\n`);
 });

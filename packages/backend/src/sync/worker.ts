@@ -204,7 +204,7 @@ export async function startSyncWorker(deps: {
   });
   let runner: Runner = await startRunner();
   // If graphile-worker gives up (e.g. production unreachable for long), start it again: jobs it
-  // held are released by the stale-lock sweep and re-run.
+  // held are released by the dead-worker sweep (its pool gives up its liveness lock) and re-run.
   const supervise = (r: Runner) => {
     r.promise.then(() => {}, (err) => {
       if (stopping) return;
