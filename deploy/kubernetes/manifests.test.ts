@@ -9,7 +9,7 @@ import { Deployment } from 'kubernetes-models/apps/v1';
 import { CronJob } from 'kubernetes-models/batch/v1';
 import { Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
-import { buildKustomization, here, podTemplates, readYamlDocuments, type K8sObject } from './kustomize-lite.ts';
+import { buildKustomization, here, podTemplates, readYamlDocuments, type K8sObject } from './kustomize.ts';
 
 const DEPLOY = join(here, '..');
 const OVERLAYS = ['staging', 'production'] as const;

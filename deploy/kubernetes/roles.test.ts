@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { runMigrations } from 'graphile-worker';
 import { ADMIN_URL, createTestDatabase, sql, type TestDatabase } from '@elara/testkit';
-import { here } from './kustomize-lite.ts';
+import { here } from './kustomize.ts';
 
 const suffix = `${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
 const READER = `elara_sync_reader_t${suffix}`;

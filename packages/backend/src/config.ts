@@ -3,9 +3,11 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
+import { parseDuration } from '@elara/sync';
 
 const bool = z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true');
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const duration = z.string().regex(/^\d+(ms|s|m|h)$/, 'a duration like 30s, 5m or 1h');
 const pgUrl = z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL');
 
 const envSchema = z.object({
@@ -21,6 +23,13 @@ const envSchema = z.object({
   JWT_AUDIENCE: z.string().min(1).default('elara-api'),
   RATE_LIMIT_IP_PER_MINUTE: int(1, 10_000_000).default(20),
   RATE_LIMIT_EMAIL_PER_HOUR: int(1, 10_000_000).default(5),
+  /** Shared rate-limit store for several replicas; unset: in memory, per process. */
+  REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL').optional(),
+  REDIS_KEY_PREFIX: z.string().min(1).default('elara:rate-limit:'),
+  /** Headers and body must arrive within this; slower clients get 408 and are disconnected. */
+  REQUEST_TIMEOUT_MS: int(1000, 600_000).default(30_000),
+  /** On SIGTERM/SIGINT, requests in flight get this long before their connections are cut. */
+  SHUTDOWN_TIMEOUT_MS: int(100, 600_000).default(10_000),
   HASH_CONCURRENCY: int(1, 64).default(Math.max(1, availableParallelism())),
   DB_POOL_MAX: int(1, 200).default(10),
   STAGING_CONNECT_TIMEOUT_MS: int(100, 120_000).default(2000),
@@ -32,16 +41,16 @@ const envSchema = z.object({
   /** How often to probe staging while it is failing; on recovery the backlog is retried at once. */
   SYNC_PROBE_INTERVAL_MS: int(50, 600_000).default(1000),
   /** Test-only fault injection; see README. Unset in any real deployment. */
-  ELARA_FAILPOINT: z.enum(['after_prod_commit']).optional(),
+  ELARA_FAILPOINT: z.enum(['after_prod_commit', 'in_sync_job']).optional(),
   TRUST_PROXY: bool.default(false),
   /** Bearer token for GET /api/v2/sync/status and the /sync page (operators, dashboards). */
   OPS_TOKEN: z.string().min(32, 'must be at least 32 characters of random data').optional(),
   /** Tables the reconcile syncs and the status page shows. */
   SYNC_TABLES: z.string().regex(/^[^,]+(,[^,]+)*$/, 'a comma-separated list of tables').default('Organization,User'),
   /** Run the reconcile in this process every interval (e.g. 5m); unset: a CronJob runs it. */
-  RECONCILE_INTERVAL: z.string().regex(/^\d+(ms|s|m|h)$/, 'a duration like 30s, 5m or 1h').optional(),
+  RECONCILE_INTERVAL: duration.optional(),
   /** The reconcile schedule the status page judges lag against, when the CronJob runs it. */
-  RECONCILE_EXPECTED_INTERVAL: z.string().regex(/^\d+(ms|s|m|h)$/, 'a duration like 30s, 5m or 1h').default('5m'),
+  RECONCILE_EXPECTED_INTERVAL: duration.default('5m'),
   /** Embedded default only: the status API and /sync page need no token from 127.0.0.1. */
   STATUS_OPEN_ON_LOOPBACK: bool.default(false),
 }).superRefine((env, ctx) => {
@@ -57,12 +66,14 @@ export interface Config {
   readonly host: string;
   readonly logLevel: string;
   readonly jwt: { readonly secret: string; readonly generated: boolean; readonly issuer: string; readonly audience: string };
-  readonly rateLimit: { readonly ipPerMinute: number; readonly emailPerHour: number };
+  readonly rateLimit: { readonly ipPerMinute: number; readonly emailPerHour: number; readonly redisPrefix: string };
+  readonly redisUrl: string | null;
+  readonly http: { readonly requestTimeoutMs: number; readonly shutdownTimeoutMs: number };
   readonly hashConcurrency: number;
   readonly dbPoolMax: number;
   readonly staging: { readonly connectTimeoutMs: number; readonly statementTimeoutMs: number };
   readonly sync: { readonly concurrency: number; readonly maxAttempts: number; readonly staleLockSeconds: number; readonly probeIntervalMs: number };
-  readonly failpoint: 'after_prod_commit' | null;
+  readonly failpoint: 'after_prod_commit' | 'in_sync_job' | null;
   readonly trustProxy: boolean;
   readonly ops: {
     readonly token: string | null;
@@ -72,11 +83,6 @@ export interface Config {
     readonly openOnLoopback: boolean;
   };
 }
-
-const durationMs = (s: string): number => {
-  const m = /^(\d+)(ms|s|m|h)$/.exec(s)!;
-  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
-};
 
 export class ConfigError extends Error {
   constructor(readonly issues: string[]) {
@@ -101,7 +107,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     host: e.HOST,
     logLevel: e.LOG_LEVEL,
     jwt: Object.freeze({ secret, generated: !e.JWT_SECRET, issuer: e.JWT_ISSUER, audience: e.JWT_AUDIENCE }),
-    rateLimit: Object.freeze({ ipPerMinute: e.RATE_LIMIT_IP_PER_MINUTE, emailPerHour: e.RATE_LIMIT_EMAIL_PER_HOUR }),
+    rateLimit: Object.freeze({ ipPerMinute: e.RATE_LIMIT_IP_PER_MINUTE, emailPerHour: e.RATE_LIMIT_EMAIL_PER_HOUR, redisPrefix: e.REDIS_KEY_PREFIX }),
+    redisUrl: e.REDIS_URL ?? null,
+    http: Object.freeze({ requestTimeoutMs: e.REQUEST_TIMEOUT_MS, shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS }),
     hashConcurrency: e.HASH_CONCURRENCY,
     dbPoolMax: e.DB_POOL_MAX,
     staging: Object.freeze({ connectTimeoutMs: e.STAGING_CONNECT_TIMEOUT_MS, statementTimeoutMs: e.STAGING_STATEMENT_TIMEOUT_MS }),
@@ -115,8 +123,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ops: Object.freeze({
       token: e.OPS_TOKEN ?? null,
       tables: Object.freeze(e.SYNC_TABLES.split(',').map((t) => t.trim())),
-      reconcileIntervalMs: e.RECONCILE_INTERVAL ? durationMs(e.RECONCILE_INTERVAL) : null,
-      expectedIntervalMs: durationMs(e.RECONCILE_INTERVAL ?? e.RECONCILE_EXPECTED_INTERVAL),
+      reconcileIntervalMs: e.RECONCILE_INTERVAL ? parseDuration(e.RECONCILE_INTERVAL) : null,
+      expectedIntervalMs: parseDuration(e.RECONCILE_INTERVAL ?? e.RECONCILE_EXPECTED_INTERVAL),
       openOnLoopback: e.STATUS_OPEN_ON_LOOPBACK,
     }),
     trustProxy: e.TRUST_PROXY,

@@ -2,10 +2,11 @@
 // Without it, it starts an embedded PostgreSQL with elara_production and elara_staging, migrates
 // both, marks production, then starts the API, the outbox worker and the reconcile loop
 // (`elara-sync run` every 5 minutes, in-process) and prints a curl to try.
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
 import { fileURLToPath } from 'node:url';
-import { ensureDatabase, startEmbeddedPostgres, type EmbeddedPostgresHandle } from './db/embedded.ts';
+import { quoteIdent } from '@elara/sync';
+import { EmbeddedPostgresError, ensureDatabase, startEmbeddedPostgres, type EmbeddedPostgresHandle } from './db/embedded.ts';
 import { markProduction, migrateDatabase } from './db/migrate.ts';
 import { ConfigError } from './config.ts';
 import { startServer } from './server.ts';
@@ -14,8 +15,8 @@ const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const say = (msg: string) => process.stderr.write(`[elara] ${msg}\n`);
 
 // graphile-worker 0.17 can leave a rejected promise unhandled when it cannot reach production to
-// mark a job complete. The job stays locked and is released by the stale-lock sweep and re-run
-// (the apply is idempotent), so log it instead of letting Node end the API process.
+// mark a job complete. The job stays locked by this live process until SYNC_STALE_LOCK_SECONDS
+// and is then re-run (the apply is idempotent), so log it instead of letting Node end the API process.
 process.on('unhandledRejection', (reason) => {
   process.stderr.write(`${JSON.stringify({ level: 50, time: Date.now(), service: 'elara-backend', error: { message: reason instanceof Error ? reason.message : String(reason) }, msg: 'unhandled promise rejection (process kept running)' })}\n`);
 });
@@ -24,7 +25,7 @@ async function allowConnections(adminUrl: string, database: string): Promise<voi
   const c = new pg.Client({ connectionString: adminUrl });
   await c.connect();
   try {
-    await c.query(`ALTER DATABASE "${database}" ALLOW_CONNECTIONS true`);
+    await c.query(`ALTER DATABASE ${quoteIdent(database)} ALLOW_CONNECTIONS true`);
   } finally {
     await c.end();
   }
@@ -34,8 +35,9 @@ let embedded: EmbeddedPostgresHandle | null = null;
 try {
   let env = process.env;
   if (!process.env.DATABASE_URL) {
-    say('DATABASE_URL is not set: starting the embedded PostgreSQL (data in .elara/pg)');
+    say('DATABASE_URL is not set: starting the embedded PostgreSQL');
     embedded = await startEmbeddedPostgres(`${REPO_ROOT}.elara/pg`, say);
+    say(`embedded data directory: ${embedded.dataDir}`);
     await ensureDatabase(embedded.url('postgres'), 'elara_production');
     await ensureDatabase(embedded.url('postgres'), 'elara_staging');
     // A previous `npm run staging:down` may have left staging refusing connections.
@@ -54,6 +56,7 @@ try {
       // Local only (the embedded server and the API listen on 127.0.0.1): no token for /sync.
       STATUS_OPEN_ON_LOOPBACK: process.env.STATUS_OPEN_ON_LOOPBACK || '1',
     };
+    mkdirSync(`${REPO_ROOT}.elara`, { recursive: true });
     writeFileSync(`${REPO_ROOT}.elara/embedded.json`, JSON.stringify({ port: embedded.port }));
   }
   const server = await startServer({ env, afterClose: async () => { await embedded?.stop(); } });
@@ -80,7 +83,7 @@ try {
   await new Promise<void>((resolve) => server.logger.flush(() => resolve()));
   process.stdout.write(lines.join('\n') + '\n');
 } catch (err) {
-  if (err instanceof ConfigError) {
+  if (err instanceof ConfigError || err instanceof EmbeddedPostgresError) {
     say(err.message);
   } else if ((err as { code?: string }).code === 'EADDRINUSE') {
     say(`${(err as Error).message}: the port is taken; set PORT to another one (e.g. PORT=3001 npm start)`);

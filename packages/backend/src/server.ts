@@ -1,6 +1,7 @@
 // Reads the environment, builds the app, starts the outbox worker, listens, and shuts down
-// gracefully on SIGTERM/SIGINT: stop accepting, finish in-flight requests, drain the worker, close
-// the pools.
+// gracefully on SIGTERM/SIGINT: stop accepting, finish in-flight requests (cut after
+// SHUTDOWN_TIMEOUT_MS), stop the reconcile loop and the worker, close the pools; then afterClose
+// (main.ts stops the embedded PostgreSQL there, after every client of it is gone).
 import type pg from 'pg';
 import type { FastifyInstance } from 'fastify';
 import { loadConfig, type Config } from './config.ts';
@@ -9,12 +10,15 @@ import { createMetrics, type Metrics } from './metrics.ts';
 import { buildApp, type BuildAppOptions } from './app.ts';
 import { createProdPool, createStagingPool } from './db/pools.ts';
 import { migrateOutbox } from './db/migrate.ts';
-import { redactUrl } from './db/urls.ts';
 import { OUTBOX_BACKLOG_SQL, SYNC_TASKS } from './sync/outbox.ts';
 import { startSyncWorker, type SyncWorker } from './sync/worker.ts';
-import { startReconcileLoop, type ReconcileLoop } from '@elara/sync';
+import { redactUrl, startReconcileLoop, type ReconcileLoop } from '@elara/sync';
 import { collectStatus, statusRoutes } from './ops/status.ts';
+import { describeError } from './db/errors.ts';
 import { registerReconcileMetrics } from './ops/reconcile-metrics.ts';
+
+/** How old the row counts behind elara_sync_lag_rows may be. */
+const ROW_COUNT_MAX_AGE_MS = 60_000;
 
 export interface RunningServer {
   app: FastifyInstance;
@@ -52,9 +56,20 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
   let reconcile: ReconcileLoop | null = null;
   let app: FastifyInstance | null = null;
   const cleanup = async () => {
-    await app?.close().catch(() => {});
+    if (app) {
+      const server = app.server;
+      // Requests still running at the deadline (a client sending its body very slowly, a stuck
+      // handler) have their connections cut, so they cannot hold the shutdown.
+      const cut = setTimeout(() => {
+        logger.warn({ timeoutMs: config.http.shutdownTimeoutMs }, 'shutdown: requests still in flight at the deadline; closing their connections');
+        server.closeAllConnections();
+      }, config.http.shutdownTimeoutMs);
+      cut.unref();
+      await app.close().catch((err) => logger.warn({ error: describeError(err) }, 'shutdown: closing the HTTP server failed'));
+      clearTimeout(cut);
+    }
     await reconcile?.stop().catch(() => {});
-    await worker?.stop().catch((err) => logger.error({ error: { message: (err as Error).message } }, 'sync worker stop failed'));
+    await worker?.stop().catch((err) => logger.warn({ error: describeError(err) }, 'shutdown: stopping the sync worker failed'));
     await prodPool.end().catch(() => {});
     await stagingPool?.end().catch(() => {});
   };
@@ -79,9 +94,18 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
     app = await buildApp({ config, prodPool, stagingPool, logger, metrics }, { plugins: [statusRoutes(statusOptions), ...(opts.plugins ?? [])] });
     if (stagingPool) {
       const deps = app.elara;
+      // Row counts scan both databases: at most once a minute, however often /metrics is scraped.
+      let counted: { at: number; tables: Promise<Awaited<ReturnType<typeof collectStatus>>['tables']> } | null = null;
       registerReconcileMetrics(metrics, {
         stagingPool,
-        rowCounts: async () => (await collectStatus(deps, statusOptions)).tables,
+        rowCounts: () => {
+          if (!counted || Date.now() - counted.at >= ROW_COUNT_MAX_AGE_MS) {
+            const tables = collectStatus(deps, statusOptions).then((s) => s.tables);
+            counted = { at: Date.now(), tables };
+            tables.catch(() => { counted = null; });
+          }
+          return counted.tables;
+        },
       });
     }
     if (stagingPool && config.ops.reconcileIntervalMs !== null) {
@@ -94,10 +118,10 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
         onResult: (r) => {
           const counts = r.tables.map((t) => ({ table: t.table, inserted: t.inserted, updated: t.updated, deleted: t.deleted, conflicts: t.conflicts }));
           if (r.skipped) logger.info('[Reconcile] another run is in progress; skipped');
-          else if (r.error) logger.error({ code: r.error.code, error: { message: r.error.message }, tables: counts }, `[Reconcile] failed: ${r.error.message}`);
+          else if (r.error) logger.error({ code: r.error.code, error: describeError(r.error), tables: counts }, `[Reconcile] failed: ${describeError(r.error).message}`);
           else logger.info({ durationMs: r.durationMs, tables: counts }, `[Reconcile] ${r.ok ? 'completed' : 'completed with conflicts'} in ${r.durationMs} ms`);
         },
-        onError: (e) => logger.error({ error: { message: (e as Error).message } }, '[Reconcile] crashed'),
+        onError: (e) => logger.error({ error: describeError(e) }, '[Reconcile] crashed'),
       });
       logger.info({ intervalMs: config.ops.reconcileIntervalMs }, '[Reconcile] running in-process');
     }
@@ -115,16 +139,27 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
   let closing: Promise<void> | null = null;
   const close = () => (closing ??= cleanup());
   if (opts.handleSignals !== false) {
+    let signalled = false;
     const onSignal = (signal: NodeJS.Signals) => {
+      // Under `npm start` one Ctrl-C arrives twice (from the terminal, and forwarded by npm); a
+      // repeated signal must not end the process halfway through its shutdown. The deadlines bound it.
+      if (signalled) { logger.info({ signal }, 'already shutting down'); return; }
+      signalled = true;
       logger.info({ signal }, 'shutting down');
-      const force = setTimeout(() => process.exit(1), 15_000);
+      // Last resort only: the HTTP drain is bounded by SHUTDOWN_TIMEOUT_MS, the worker's jobs by the
+      // staging timeouts; this fires only if something else hangs.
+      const force = setTimeout(() => {
+        logger.fatal('shutdown did not finish in time; exiting');
+        logger.flush(() => process.exit(1));
+      }, config.http.shutdownTimeoutMs + 30_000);
       force.unref();
       close()
         .then(() => opts.afterClose?.())
-        .then(() => { logger.info('stopped'); process.exit(0); }, () => process.exit(1));
+        .then(() => { logger.info('stopped'); logger.flush(() => process.exit(0)); },
+          (err) => { logger.fatal({ error: describeError(err) }, 'shutdown failed'); logger.flush(() => process.exit(1)); });
     };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
   }
   return { app, config, logger, metrics, prodPool, stagingPool, url, close };
 }

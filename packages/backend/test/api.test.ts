@@ -134,6 +134,18 @@ describe('auth API without staging (STAGING_DATABASE_URL unset)', () => {
     assert.ok(Number(blocked.headers['retry-after']) > 0);
   });
 
+  test("a stranger's failed logins lock out only the stranger's address, never the owner elsewhere", async () => {
+    const body = registration();
+    assert.equal((await server.app.inject({ method: 'POST', url: REGISTER, headers: json, payload: body })).statusCode, 201);
+    const login = (password: string, remoteAddress: string) =>
+      server.app.inject({ method: 'POST', url: '/api/v2/auth/login', headers: json, payload: { email: body.email, password }, remoteAddress });
+    const codes: number[] = [];
+    for (let i = 0; i < 5; i++) codes.push((await login('wrong-password-x', '203.0.113.9')).statusCode);
+    assert.deepEqual(codes, [401, 401, 401, 429, 429]);
+    assert.equal((await login(body.password, '203.0.113.9')).statusCode, 429, 'the guessing address stays blocked, even with the right password');
+    assert.equal((await login(body.password, '198.51.100.7')).statusCode, 200, 'the owner, from their own address, logs in');
+  });
+
   test('404 in the same error shape', async () => {
     assertErrorShape(await server.app.inject({ url: '/api/v2/nope' }), 404, 'E_NOT_FOUND');
   });
@@ -167,6 +179,28 @@ describe('per-IP rate limit', () => {
         await server.close();
       }
     } finally {
+      await prod.drop();
+    }
+  });
+});
+
+describe('rate limits shared through Redis (REDIS_URL): two replicas, one limit', () => {
+  test('requests spread over two servers count against the same per-IP limit', async () => {
+    const prod = await createTestDatabase('backend_api_redis');
+    await migrateDatabase(prod.url, { outbox: true });
+    // A prefix of its own, so parallel test runs sharing this Redis never count each other's requests.
+    const env = { DATABASE_URL: prod.url, RATE_LIMIT_IP_PER_MINUTE: '3', REDIS_URL: 'redis://127.0.0.1:6379', REDIS_KEY_PREFIX: `elara-test:${process.pid}:${Date.now()}:` };
+    const a = await startTestServer(env);
+    const b = await startTestServer(env);
+    try {
+      const statuses: number[] = [];
+      for (const s of [a, b, a, b]) {
+        statuses.push((await s.app.inject({ method: 'POST', url: '/api/v2/auth/login', headers: json, payload: { email: 'nobody@example.com', password: 'x' } })).statusCode);
+      }
+      assert.deepEqual(statuses, [401, 401, 401, 429]);
+    } finally {
+      await a.close();
+      await b.close();
       await prod.drop();
     }
   });

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConfigError, loadConfig } from '../src/config.ts';
-import { redactUrl } from '../src/db/urls.ts';
+import { redactUrl } from '@elara/sync';
 
 test('defaults, frozen', () => {
   const c = loadConfig({ DATABASE_URL: 'postgresql://u@h/db' });

@@ -3,6 +3,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { createDatabases, registration, sql, waitFor, FAST_ENV, type Databases } from './helpers.ts';
 
@@ -74,6 +75,45 @@ test(`SIGKILL after the production commit ${KILLS} times → every committed reg
   }
 });
 
+test('SIGKILL while the worker holds a job → another process delivers it in seconds, not after SYNC_STALE_LOCK_SECONDS', async () => {
+  // An hour of stale-lock timeout: only the dead-worker sweep (liveness locks) can release the job.
+  const env = { DATABASE_URL: dbs.prod.url, STAGING_DATABASE_URL: dbs.staging.url, SYNC_STALE_LOCK_SECONDS: '3600' };
+  const dying = await startChild({ ...env, ELARA_FAILPOINT: 'in_sync_job' });
+  const body = registration();
+  await fetch(`${dying.url}/api/v2/auth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).catch(() => {});
+  assert.equal((await dying.exited).signal, 'SIGKILL');
+  const locked = await sql(dbs.prod.url, `SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE locked_by IS NOT NULL`);
+  assert.equal(locked.rows[0].n, 1, 'the dead process left its job locked');
+
+  const child = await startChild(env);
+  try {
+    await waitFor(async () => (await sql(dbs.staging.url, 'SELECT 1 FROM "User" WHERE email = $1', [body.email])).rowCount, 30_000, 50);
+    assert.match(child.output(), /released sync jobs locked by workers that stopped/);
+  } finally {
+    child.kill();
+    await child.exited;
+  }
+});
+
+test('SIGTERM with a client stuck mid-body: the connection is cut at SHUTDOWN_TIMEOUT_MS, the worker drained, exit 0, no error line', async () => {
+  const child = await startChild({ DATABASE_URL: dbs.prod.url, STAGING_DATABASE_URL: dbs.staging.url, SHUTDOWN_TIMEOUT_MS: '500' });
+  const { port } = new URL(child.url);
+  const stuck = connect(Number(port), '127.0.0.1');
+  await new Promise<void>((r) => stuck.once('connect', () => r()));
+  // Content-Length 100, 10 bytes sent: the request stays in flight until the server gives up on it.
+  stuck.write('POST /api/v2/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"email":"');
+  const closed = new Promise<void>((r) => stuck.once('close', () => r()));
+  stuck.on('error', () => {});
+  await new Promise((r) => setTimeout(r, 200));
+  child.term();
+  const { code } = await child.exited;
+  await closed;
+  assert.equal(code, 0, child.output());
+  assert.match(child.output(), /"msg":"stopped"/);
+  assert.match(child.output(), /closing their connections/);
+  assert.doesNotMatch(child.output(), /"level":(50|60)/, 'no error-level line');
+});
+
 test('SIGTERM: stops accepting, drains the worker, closes the pools, exits 0; the registration is in staging', async () => {
   const child = await startChild({ DATABASE_URL: dbs.prod.url, STAGING_DATABASE_URL: dbs.staging.url });
   const body = registration();
@@ -85,5 +125,6 @@ test('SIGTERM: stops accepting, drains the worker, closes the pools, exits 0; th
   const { code } = await child.exited;
   assert.equal(code, 0, child.output());
   assert.match(child.output(), /"msg":"stopped"/);
+  assert.doesNotMatch(child.output(), /"level":(50|60)/, 'no error-level line');
   assert.ok(!child.output().includes(body.password));
 });

@@ -10,6 +10,7 @@ export { readRuns, readTableStates, type TableState } from './state/runs.ts';
 export { redactUrl, describeUrl, scrubSecrets } from './redact.ts';
 export { connect } from './engine/connect.ts';
 export { withTransaction } from './engine/transaction.ts';
+// Shared with the backend, so each exists once: identifier quoting, duration parsing, URL redaction.
 export { quoteIdent } from './catalog/introspect.ts';
 export { runDoctor, formatDoctorReport, type DoctorResult, type DoctorCheck } from './doctor/index.ts';
 export type { TableConfig, TablePlan } from './plan/table-plan.ts';

@@ -7,6 +7,7 @@ export const ACCESS_TOKEN_TTL_SECONDS = 30 * 60;
 export const REFRESH_TOKEN_TTL_SECONDS = 7 * 24 * 60 * 60;
 const ALG = 'HS256';
 const TYP = 'at+jwt';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface AccessClaims {
   sub: string;
@@ -44,7 +45,9 @@ export function createTokenSigner(opts: { secret: string; issuer: string; audien
         maxTokenAge: `${ACCESS_TOKEN_TTL_SECONDS + 30}s`,
         requiredClaims: ['sub', 'exp', 'iat', 'jti'],
       });
-      if (typeof payload.sub !== 'string' || typeof payload.org_id !== 'string' || typeof payload.jti !== 'string') {
+      // A well-signed token with a malformed subject is still an invalid token (401), never a
+      // database error: ids are UUIDs, checked before they reach a query.
+      if (typeof payload.sub !== 'string' || !UUID.test(payload.sub) || typeof payload.org_id !== 'string' || typeof payload.jti !== 'string') {
         throw new Error('access token claims malformed');
       }
       return { sub: payload.sub, orgId: payload.org_id, role: String(payload.role ?? 'member'), jti: payload.jti };

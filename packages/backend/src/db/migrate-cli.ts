@@ -1,7 +1,7 @@
 // npm run db:migrate — migrates DATABASE_URL (with the outbox schema) and, when set,
 // STAGING_DATABASE_URL. Prints only redacted URLs.
 import { migrateDatabase } from './migrate.ts';
-import { redactUrl } from './urls.ts';
+import { redactUrl } from '@elara/sync';
 
 const prod = process.env.DATABASE_URL;
 const staging = process.env.STAGING_DATABASE_URL;

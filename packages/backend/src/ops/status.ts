@@ -5,8 +5,8 @@ import { timingSafeEqual, createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type pg from 'pg';
-import { readRuns, readTableStates, withTransaction, type RunRecord } from '@elara/sync';
-import type { AppDeps } from '../app.ts';
+import { quoteIdent, readRuns, readTableStates, scrubSecrets, withTransaction, type RunRecord } from '@elara/sync';
+import type { AppDeps } from '../deps.ts';
 import { errorBody } from '../errors.ts';
 import { OUTBOX_BACKLOG_SQL, SYNC_TASKS } from '../sync/outbox.ts';
 
@@ -43,11 +43,11 @@ export interface SyncStatus {
     failures: number;
     backlog: number;
     oldestAgeSeconds: number;
-    recentFailures: Array<{ at: string; message: string; attempts: number; email: string | null }>;
+    recentFailures: Array<{ at: string; message: string; attempts: number }>;
   };
 }
 
-const quote = (t: string) => t.split('.').map((p) => `"${p.replace(/"/g, '""')}"`).join('.');
+const quote = (t: string) => t.split('.').map(quoteIdent).join('.');
 
 async function countRows(pool: pg.Pool, tables: string[]): Promise<Map<string, number>> {
   const out = new Map<string, number>();
@@ -64,9 +64,18 @@ async function countRows(pool: pg.Pool, tables: string[]): Promise<Map<string, n
   return out;
 }
 
-const maskEmail = (e: string | null) => (e ? e.replace(/^(.).*(@.*)$/, '$1***$2') : null);
-
 const lastKnown = new WeakMap<AppDeps, { runs: RunRecord[]; states: Awaited<ReturnType<typeof readTableStates>> }>();
+
+/**
+ * The colour of a table's tile, here only (the page shows it, the metrics and alerts use the same
+ * figures). red: staging unreachable, the last reconcile failed, never equal, or behind an hour or
+ * more; amber: behind two intervals, or rows differ for longer than one interval; else green.
+ */
+export function tileState(t: { stagingReachable: boolean; lastRunStatus: string | null; lagSeconds: number | null; lagRows: number | null; intervalSeconds: number }): TableStatus['state'] {
+  if (!t.stagingReachable || t.lastRunStatus === 'error' || t.lagSeconds === null || t.lagSeconds >= 3600) return 'red';
+  if (t.lagSeconds >= 2 * t.intervalSeconds || (t.lagRows !== null && t.lagRows !== 0 && t.lagSeconds >= t.intervalSeconds)) return 'amber';
+  return 'green';
+}
 
 export async function collectStatus(deps: AppDeps, opts: StatusOptions): Promise<SyncStatus> {
   const now = Date.now();
@@ -80,7 +89,7 @@ export async function collectStatus(deps: AppDeps, opts: StatusOptions): Promise
       staging.reachable = true;
       lastKnown.set(deps, { runs, states });
     } catch (e) {
-      staging.error = String((e as Error).message ?? e).replace(/(postgres(?:ql)?:\/\/[^:\s/@]+:)[^@\s]+@/g, '$1***@');
+      staging.error = scrubSecrets(String((e as Error).message ?? e), [deps.config.stagingDatabaseUrl ?? undefined]);
       // Staging's own records are out of reach: show the last ones read, so lag keeps growing
       // on the page while staging is down.
       if (lastKnown.get(deps)) ({ runs, states } = lastKnown.get(deps)!);
@@ -94,9 +103,7 @@ export async function collectStatus(deps: AppDeps, opts: StatusOptions): Promise
     const s = stagingCounts.get(table) ?? null;
     const lagSeconds = st?.lastEqualAt ? Math.max(0, (now - st.lastEqualAt.getTime()) / 1000) : null;
     const lagRows = p !== null && s !== null ? p - s : null;
-    let state: TableStatus['state'] = 'green';
-    if (!staging.reachable || lastRun?.status === 'error' || lagSeconds === null || lagSeconds >= 3600) state = 'red';
-    else if (lagSeconds >= 2 * opts.intervalSeconds || (lagRows !== null && lagRows !== 0 && lagSeconds >= opts.intervalSeconds)) state = 'amber';
+    const state = tileState({ stagingReachable: staging.reachable, lastRunStatus: lastRun?.status ?? null, lagSeconds, lagRows, intervalSeconds: opts.intervalSeconds });
     return { table, productionRows: p, stagingRows: s, lagRows, lagSeconds, lastEqualAt: st?.lastEqualAt?.toISOString() ?? null, state };
   });
 
@@ -110,9 +117,9 @@ export async function collectStatus(deps: AppDeps, opts: StatusOptions): Promise
     backlog = b.backlog;
     oldestAgeSeconds = b.oldestAgeSeconds;
     const f = await deps.prodPool.query(
-      `SELECT updated_at, last_error, attempts, NULL::text AS email FROM graphile_worker.jobs
+      `SELECT updated_at, last_error, attempts FROM graphile_worker.jobs
         WHERE task_identifier = ANY($1::text[]) AND last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 10`, [SYNC_TASKS]);
-    recentFailures = f.rows.map((r) => ({ at: new Date(r.updated_at).toISOString(), message: String(r.last_error).split('\n')[0]!.slice(0, 300), attempts: r.attempts, email: maskEmail(r.email) }));
+    recentFailures = f.rows.map((r) => ({ at: new Date(r.updated_at).toISOString(), message: String(r.last_error).split('\n')[0]!.slice(0, 300), attempts: r.attempts }));
   } catch {
     // graphile_worker schema not there (sync off): nothing to report.
   }
@@ -159,7 +166,7 @@ export function statusRoutes(opts: StatusOptions): FastifyPluginAsync<{ deps: Ap
   return async (app, { deps }) => {
     app.get('/api/v2/sync/status', async (req, reply) => {
       if (!(await authorised(req, deps, opts))) {
-        return reply.code(401).send(errorBody(401, 'E_UNAUTHORIZED', 'an operations token (OPS_TOKEN) or an access token of an admin user is required'));
+        return reply.code(401).send(errorBody('E_UNAUTHORIZED', 'an operations token (OPS_TOKEN) or an access token of an admin user is required'));
       }
       reply.header('cache-control', 'no-store');
       return collectStatus(deps, opts);

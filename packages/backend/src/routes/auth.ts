@@ -1,11 +1,10 @@
 // /api/v2/auth: register, login, refresh, logout, me.
 import { randomUUID } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest, RouteShorthandOptions } from 'fastify';
 import { and, eq, isNull, sql } from 'drizzle-orm';
 import { z } from 'zod';
-import type { AppDeps } from '../app.ts';
+import type { AppDeps } from '../deps.ts';
 import { ApiError, validationError } from '../errors.ts';
-import { RateLimiter } from '../rate-limit.ts';
 import * as schema from '../db/schema.ts';
 import { ACCESS_TOKEN_TTL_SECONDS, REFRESH_TOKEN_TTL_SECONDS } from '../auth/tokens.ts';
 import { generateApiKey, generateApiSecret, generateRefreshToken, sha256 } from '../auth/secrets.ts';
@@ -13,6 +12,7 @@ import { enqueueRegistrationSync } from '../sync/outbox.ts';
 import type { Database, Tx } from '../db/client.ts';
 
 // No control characters (NUL cannot be stored in PostgreSQL text; the rest only cause trouble).
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const noControl = (s: string) => !/[\u0000-\u001f\u007f]/.test(s);
 const name = (max: number) => z.string().transform((s) => s.normalize('NFC').trim())
   .pipe(z.string().min(1, 'must not be empty').max(max, `must be at most ${max} characters`))
@@ -36,7 +36,7 @@ function parse<T extends z.ZodType>(schemaT: T, body: unknown): z.infer<T> {
   const r = schemaT.safeParse(body ?? undefined);
   if (!r.success) {
     if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
-      throw new ApiError(400, 'E_VALIDATION', 'the body must be a JSON object', [{ field: '(body)', message: 'expected a JSON object' }]);
+      throw new ApiError('E_VALIDATION', 'the body must be a JSON object', { details: [{ field: '(body)', message: 'expected a JSON object' }] });
     }
     throw validationError(r.error);
   }
@@ -71,17 +71,26 @@ const auditContext = (req: FastifyRequest) => ({
 export async function authRoutes(app: FastifyInstance, opts: { deps: AppDeps; db: Database }): Promise<void> {
   const { deps, db } = opts;
   const { config } = deps;
-  const ipLimiter = new RateLimiter(config.rateLimit.ipPerMinute, 60_000);
-  const emailLimiter = new RateLimiter(config.rateLimit.emailPerHour, 3_600_000);
-  app.addHook('onClose', async () => { ipLimiter.close(); emailLimiter.close(); });
+  // @fastify/rate-limit (registered in app.ts, memory or Redis). Per client IP and route, on every
+  // auth POST; per email for registrations; per email *and* IP for failed logins, so a stranger
+  // guessing someone's password locks out only themselves, never the owner logging in from
+  // elsewhere (the per-IP limit bounds how fast any one client can guess).
+  const perIp: RouteShorthandOptions = {
+    config: { rateLimit: { max: config.rateLimit.ipPerMinute, timeWindow: 60_000, keyGenerator: (req: FastifyRequest) => req.ip } },
+  };
+  const limitKeys = new WeakMap<FastifyRequest, string>();
+  const byKey = { keyGenerator: (req: FastifyRequest) => limitKeys.get(req)!, max: config.rateLimit.emailPerHour, timeWindow: 3_600_000 };
+  const registrationLimit = app.createRateLimit(byKey);
+  const failedLoginLimit = app.createRateLimit(byKey);
+  const tooMany = (ttlMs: number) => {
+    const s = Math.max(1, Math.ceil(ttlMs / 1000));
+    return new ApiError('E_RATE_LIMITED', `too many attempts; retry after ${s} s`, { headers: { 'retry-after': String(s) } });
+  };
 
   // Auth responses carry tokens and secrets: never cache them.
   app.addHook('onSend', async (_req, reply, payload) => {
     reply.header('cache-control', 'no-store');
     return payload;
-  });
-  app.addHook('onRequest', async (req) => {
-    if (req.method === 'POST') ipLimiter.hit(`${req.routeOptions.url}|${req.ip}`);
   });
 
   async function issueRefreshToken(tx: Tx, userId: string, familyId: string): Promise<{ token: string; id: string }> {
@@ -94,9 +103,11 @@ export async function authRoutes(app: FastifyInstance, opts: { deps: AppDeps; db
 
   const accessFor = (u: schema.User) => deps.tokens.signAccess({ sub: u.id, orgId: u.organizationId, role: u.role });
 
-  app.post('/register', async (req, reply) => {
+  app.post('/register', perIp, async (req, reply) => {
     const body = parse(registerBody, req.body);
-    emailLimiter.hit(`register|${body.email}`);
+    limitKeys.set(req, `register|${body.email}`);
+    const limited = await registrationLimit(req);
+    if (!limited.isAllowed && limited.isExceeded) throw tooMany(limited.ttl);
     const passwordHash = await deps.hasher.hash(body.password);
     const apiSecret = generateApiSecret();
     let result;
@@ -124,7 +135,7 @@ export async function authRoutes(app: FastifyInstance, opts: { deps: AppDeps; db
     } catch (err) {
       const { code, constraint } = pgErrorOf(err);
       if (code === '23505' && (constraint === 'User_email_unique' || !constraint)) {
-        throw new ApiError(409, 'E_EMAIL_TAKEN', 'an account with this email already exists');
+        throw new ApiError('E_EMAIL_TAKEN', 'an account with this email already exists');
       }
       throw err;
     }
@@ -141,22 +152,23 @@ export async function authRoutes(app: FastifyInstance, opts: { deps: AppDeps; db
     });
   });
 
-  app.post('/login', async (req) => {
+  app.post('/login', perIp, async (req) => {
     const body = parse(loginBody, req.body);
-    // Per email, only failed logins count: a user who logs in often is not throttled.
-    const emailKey = `login|${body.email}`;
-    emailLimiter.check(emailKey);
+    // Only failed logins count (a user who logs in often is not throttled); checked without counting.
+    limitKeys.set(req, `login-failed|${body.email}|${req.ip}`);
+    const failures = await failedLoginLimit(req, { increment: false });
+    if (!failures.isAllowed && failures.remaining === 0) throw tooMany(failures.ttl);
     const [user] = await db.select().from(schema.user).where(eq(schema.user.email, body.email)).limit(1);
     if (!user || !user.isActive) {
       await deps.hasher.dummyVerify(body.password);
-      emailLimiter.record(emailKey);
-      throw new ApiError(401, 'E_INVALID_CREDENTIALS', 'email or password is wrong');
+      await failedLoginLimit(req);
+      throw new ApiError('E_INVALID_CREDENTIALS', 'email or password is wrong');
     }
     const ok = await deps.hasher.verify(user.passwordHash, body.password);
     if (!ok) {
-      emailLimiter.record(emailKey);
+      await failedLoginLimit(req);
       await db.insert(schema.auditLog).values({ action: 'user.login', outcome: 'failure', userId: user.id, organizationId: user.organizationId, ...auditContext(req) });
-      throw new ApiError(401, 'E_INVALID_CREDENTIALS', 'email or password is wrong');
+      throw new ApiError('E_INVALID_CREDENTIALS', 'email or password is wrong');
     }
     const { updated, refresh } = await db.transaction(async (tx) => {
       const [updated] = await tx.update(schema.user).set({ lastLoginAt: new Date() }).where(eq(schema.user.id, user.id)).returning();
@@ -167,7 +179,7 @@ export async function authRoutes(app: FastifyInstance, opts: { deps: AppDeps; db
     return { user: publicUser(updated), accessToken: await accessFor(updated), refreshToken: refresh.token, expiresIn: ACCESS_TOKEN_TTL_SECONDS };
   });
 
-  app.post('/refresh', async (req) => {
+  app.post('/refresh', perIp, async (req) => {
     const body = parse(refreshBody, req.body);
     const hash = sha256(body.refreshToken);
     // Reuse detection must commit the family revocation, so outcomes are returned, not thrown.
@@ -190,12 +202,12 @@ export async function authRoutes(app: FastifyInstance, opts: { deps: AppDeps; db
       await tx.update(schema.refreshToken).set({ revokedAt: new Date(), replacedById: next.id }).where(eq(schema.refreshToken.id, row.id));
       return { kind: 'ok' as const, user, token: next.token };
     });
-    if (outcome.kind === 'reused') throw new ApiError(401, 'E_TOKEN_REUSED', 'this refresh token was already used; all sessions of its family are revoked, log in again');
-    if (outcome.kind === 'invalid') throw new ApiError(401, 'E_INVALID_TOKEN', 'refresh token is invalid, expired or revoked');
+    if (outcome.kind === 'reused') throw new ApiError('E_TOKEN_REUSED', 'this refresh token was already used; all sessions of its family are revoked, log in again');
+    if (outcome.kind === 'invalid') throw new ApiError('E_INVALID_TOKEN', 'refresh token is invalid, expired or revoked');
     return { accessToken: await accessFor(outcome.user), refreshToken: outcome.token, expiresIn: ACCESS_TOKEN_TTL_SECONDS };
   });
 
-  app.post('/logout', async (req, reply) => {
+  app.post('/logout', perIp, async (req, reply) => {
     const body = parse(refreshBody, req.body);
     const [row] = await db.select({ familyId: schema.refreshToken.familyId, userId: schema.refreshToken.userId })
       .from(schema.refreshToken).where(eq(schema.refreshToken.tokenHash, sha256(body.refreshToken))).limit(1);
@@ -211,18 +223,18 @@ export async function authRoutes(app: FastifyInstance, opts: { deps: AppDeps; db
   app.get('/me', async (req) => {
     const header = req.headers.authorization ?? '';
     const m = /^Bearer ([A-Za-z0-9_\-.]{1,4096})$/.exec(header);
-    if (!m) throw new ApiError(401, 'E_UNAUTHORIZED', 'send an access token as "Authorization: Bearer <token>"', undefined, { 'www-authenticate': 'Bearer' });
+    if (!m) throw new ApiError('E_UNAUTHORIZED', 'send an access token as "Authorization: Bearer <token>"', { headers: { 'www-authenticate': 'Bearer' } });
     let claims;
     try {
       claims = await deps.tokens.verifyAccess(m[1]!);
     } catch {
-      throw new ApiError(401, 'E_INVALID_TOKEN', 'access token is invalid or expired', undefined, { 'www-authenticate': 'Bearer error="invalid_token"' });
+      throw new ApiError('E_INVALID_TOKEN', 'access token is invalid or expired', { headers: { 'www-authenticate': 'Bearer error="invalid_token"' } });
     }
     const rows = await db.select().from(schema.user)
       .innerJoin(schema.organization, eq(schema.organization.id, schema.user.organizationId))
       .where(eq(schema.user.id, claims.sub)).limit(1);
     const row = rows[0];
-    if (!row || !row.User.isActive) throw new ApiError(401, 'E_INVALID_TOKEN', 'access token is invalid or expired');
+    if (!row || !row.User.isActive) throw new ApiError('E_INVALID_TOKEN', 'access token is invalid or expired');
     return { user: publicUser(row.User), organization: publicOrganization(row.Organization) };
   });
 }

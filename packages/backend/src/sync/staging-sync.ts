@@ -7,6 +7,7 @@ import type pg from 'pg';
 import { syncKeys, type KeySyncResult } from '@elara/sync';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
+import { describeError } from '../db/errors.ts';
 
 export interface StagingSyncDeps {
   prodPool: pg.Pool;
@@ -70,17 +71,8 @@ export async function syncRegistrationToStaging(deps: StagingSyncDeps, reg: Regi
   }
 }
 
-/** Code, message and cause chain of an error — never `detail`, which can hold row values. */
-export function describeError(err: unknown): { type: string; code?: string; message: string; cause?: unknown } {
-  if (!(err instanceof Error)) return { type: typeof err, message: String(err) };
-  const code = (err as { code?: unknown }).code;
-  return {
-    type: err.name,
-    ...(typeof code === 'string' ? { code } : {}),
-    message: err.message,
-    ...(err.cause !== undefined ? { cause: describeError(err.cause) } : {}),
-  };
-}
+// What may be logged of an error (no query, parameters, detail or values): shared with the API.
+export { describeError } from '../db/errors.ts';
 
 const CONNECTIVITY_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH',
   'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', '57P01', '57P02', '57P03', '53300', '57014']);

@@ -5,12 +5,18 @@
 // - Recovery probe. Failed jobs back off exponentially (exp(min(attempts,10)) s). While staging is
 //   unreachable we probe it every SYNC_PROBE_INTERVAL_MS; once it answers, waiting jobs are
 //   rescheduled to run now, so a backlog drains seconds after staging returns, not minutes.
-// - Stale-lock sweep. graphile-worker (OSS) leaves a crashed process's locked jobs for 4 hours. Our
-//   task is bounded by the staging connect and statement timeouts, so a sync job locked longer than
-//   SYNC_STALE_LOCK_SECONDS belongs to a dead process; its worker's locks are released.
+// - Dead-worker sweep. graphile-worker (OSS) leaves a crashed process's locked jobs for 4 hours.
+//   Each of our worker pools holds a PostgreSQL advisory lock named after its id (the `locked_by`
+//   of the jobs it takes) on a connection of its own; PostgreSQL drops the lock the moment that
+//   connection ends, e.g. when the process is killed. Every second, jobs whose locker holds no such
+//   lock (after a few seconds of grace, for a pool that has just started) are released, so another
+//   process picks them up within seconds. A process that hangs with its connection open is caught
+//   by the older rule: our task is bounded by the staging timeouts, so a sync job locked longer than
+//   SYNC_STALE_LOCK_SECONDS is released too.
+import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { z } from 'zod';
-import { Logger as GraphileLogger, makeWorkerUtils, run, type Runner, type WorkerUtils } from 'graphile-worker';
+import { Logger as GraphileLogger, makeWorkerUtils, run, type Runner, type WorkerEvents, type WorkerUtils } from 'graphile-worker';
 import { syncKeys } from '@elara/sync';
 import type { Config } from '../config.ts';
 import type { Logger } from '../logger.ts';
@@ -24,6 +30,12 @@ const payloadSchema = z.object({
   email: z.string(),
   organizationName: z.string(),
 });
+
+/** First key of the liveness advisory locks (the second is hashtext(pool id)); any constant works. */
+const LIVENESS_LOCK_KEY = 720_301_519;
+/** A pool's lock is taken just after it starts; its jobs are not judged before this many seconds. */
+const LIVENESS_GRACE_SECONDS = 3;
+const SWEEP_INTERVAL_MS = 1000;
 
 export interface SyncWorker {
   /** Graceful: stops taking jobs and waits for running ones. */
@@ -70,15 +82,48 @@ export async function startSyncWorker(deps: {
   let stopping = false;
   let probing = false;
 
+  // The liveness connection: holds one advisory lock per running worker pool of this process.
+  const livePools = new Set<string>();
+  let liveness: pg.Client | null = null;
+  const connectLiveness = async () => {
+    const c = new pg.Client({ connectionString: config.databaseUrl, keepAlive: true, application_name: 'elara-sync-worker-liveness' });
+    c.on('error', (err) => {
+      if (stopping || liveness !== c) return;
+      liveness = null;
+      logger.warn({ error: describeError(err) }, '[DB Sync] worker liveness connection lost; reconnecting');
+    });
+    await c.connect();
+    for (const id of livePools) await c.query('SELECT pg_try_advisory_lock($1, hashtext($2))', [LIVENESS_LOCK_KEY, id]);
+    liveness = c;
+  };
+  const holdLiveness = async (poolId: string) => {
+    livePools.add(poolId);
+    if (!liveness) await connectLiveness();
+    else await liveness.query('SELECT pg_try_advisory_lock($1, hashtext($2))', [LIVENESS_LOCK_KEY, poolId]);
+  };
+  const dropLiveness = async (poolId: string) => {
+    livePools.delete(poolId);
+    await liveness?.query('SELECT pg_advisory_unlock($1, hashtext($2))', [LIVENESS_LOCK_KEY, poolId]).catch(() => {});
+  };
+
   const releaseStaleLocks = async () => {
+    if (!liveness && livePools.size > 0 && !stopping) await connectLiveness();
     const { rows } = await prodPool.query<{ locked_by: string }>(
-      `SELECT DISTINCT locked_by FROM graphile_worker.jobs
-        WHERE task_identifier = ANY($1::text[]) AND locked_by IS NOT NULL
-          AND locked_at < now() - make_interval(secs => $2)`,
-      [SYNC_TASKS, config.sync.staleLockSeconds]);
-    if (rows.length > 0) {
-      await utils.forceUnlockWorkers(rows.map((r) => r.locked_by));
-      logger.warn({ workers: rows.length }, '[DB Sync] released sync jobs locked by workers that stopped responding');
+      `SELECT DISTINCT j.locked_by FROM graphile_worker.jobs j
+        WHERE j.task_identifier = ANY($1::text[]) AND j.locked_by IS NOT NULL
+          AND (j.locked_at < now() - make_interval(secs => $2)
+               OR (j.locked_at < now() - make_interval(secs => $3)
+                   AND NOT EXISTS (SELECT 1 FROM pg_locks l
+                                    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                                      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                                      AND l.classid = $4::int::oid AND l.objid = hashtext(j.locked_by)::oid)))`,
+      [SYNC_TASKS, config.sync.staleLockSeconds, LIVENESS_GRACE_SECONDS, LIVENESS_LOCK_KEY]);
+    const dead = rows.map((r) => r.locked_by).filter((id) => !livePools.has(id));
+    if (dead.length > 0) {
+      await utils.forceUnlockWorkers(dead);
+      // Wake idle workers (ours and other processes') now instead of at their next poll.
+      await prodPool.query(`SELECT pg_notify('jobs:insert', json_build_object('count', $1::int)::text)`, [dead.length]);
+      logger.warn({ workers: dead.length }, '[DB Sync] released sync jobs locked by workers that stopped (process gone or not responding)');
     }
   };
 
@@ -112,14 +157,29 @@ export async function startSyncWorker(deps: {
     setTimeout(() => void tick(), config.sync.probeIntervalMs).unref();
   };
 
-  await releaseStaleLocks().catch((err) => logger.error({ error: describeError(err) }, 'stale-lock sweep failed'));
-  const sweepEvery = Math.min(30_000, Math.max(250, config.sync.staleLockSeconds * 500));
-  const sweepTimer = setInterval(() => {
-    releaseStaleLocks().catch((err) => logger.error({ error: describeError(err) }, 'stale-lock sweep failed'));
-  }, sweepEvery);
+  let sweepFailing = false;
+  const sweep = () => releaseStaleLocks().then(() => { sweepFailing = false; }, (err) => {
+    // Production unreachable: say so once, not every second.
+    if (!sweepFailing && !stopping) logger.warn({ error: describeError(err) }, '[DB Sync] dead-worker sweep failed; retrying every second');
+    sweepFailing = true;
+  });
+  await sweep();
+  const sweepTimer = setInterval(() => void sweep(), SWEEP_INTERVAL_MS);
   sweepTimer.unref();
 
-  const startRunner = () => run({
+  const startRunner = async () => {
+    const events: WorkerEvents = new EventEmitter();
+    const pools: Promise<void>[] = [];
+    events.on('pool:create', ({ workerPool }) => {
+      pools.push(holdLiveness(workerPool.id).catch((err) => logger.warn({ error: describeError(err) }, '[DB Sync] could not take the worker liveness lock')));
+      workerPool.promise.finally(() => void dropLiveness(workerPool.id));
+    });
+    const r = await runOnce(events);
+    await Promise.all(pools);
+    return r;
+  };
+  const runOnce = (events: WorkerEvents) => run({
+    events,
     pgPool: prodPool,
     concurrency: config.sync.concurrency,
     noHandleSignals: true,
@@ -131,6 +191,8 @@ export async function startSyncWorker(deps: {
     taskList: {
       [SYNC_REGISTRATION_TASK]: async (payload) => {
         const ref = payloadSchema.parse(payload);
+        // Test-only fault injection: die while holding the job's lock.
+        if (config.failpoint === 'in_sync_job') process.kill(process.pid, 'SIGKILL');
         try {
           await syncRegistrationToStaging({ prodPool, stagingPool, logger: deps.logger, metrics, statementTimeoutMs: config.staging.statementTimeoutMs }, ref);
         } catch (err) {
@@ -142,7 +204,7 @@ export async function startSyncWorker(deps: {
   });
   let runner: Runner = await startRunner();
   // If graphile-worker gives up (e.g. production unreachable for long), start it again: jobs it
-  // held are released by the stale-lock sweep and re-run.
+  // held are released by the dead-worker sweep (its pool gives up its liveness lock) and re-run.
   const supervise = (r: Runner) => {
     r.promise.then(() => {}, (err) => {
       if (stopping) return;
@@ -170,6 +232,7 @@ export async function startSyncWorker(deps: {
       clearInterval(sweepTimer);
       await runner.stop();
       await utils.release();
+      await liveness?.end().catch(() => {});
       await prodPool.end();
     },
   };

@@ -4,13 +4,8 @@
 
 export const POLL_MS = 5000;
 export const FETCH_TIMEOUT_MS = 4000;
-const AMBER_LAG_SECONDS = 3600;
 const TOKEN_KEY = 'elara.opsToken';
 
-/**
- * green: staging equal or behind by less than two intervals; amber: behind (seconds or rows) for
- * less than an hour; red: behind an hour or more, or the last run errored, or staging unreachable.
- */
 /** The newest reconcile run that has finished (runs may come in any order). */
 export function latestFinishedRun(status) {
   return [...(status?.runs ?? [])]
@@ -18,21 +13,12 @@ export function latestFinishedRun(status) {
     .sort((a, b) => (Date.parse(b.startedAt) || 0) - (Date.parse(a.startedAt) || 0) || (b.id ?? 0) - (a.id ?? 0))[0];
 }
 
-export function computeState(table, status) {
-  const interval = Number(status?.intervalSeconds) > 0 ? Number(status.intervalSeconds) : 300;
-  const staging = status?.staging ?? {};
-  if (staging.configured === false || staging.reachable === false) return 'red';
-  if (latestFinishedRun(status)?.status === 'error') return 'red';
-  const lagSeconds = Number(table?.lagSeconds ?? 0);
-  const lagRows = Number(table?.lagRows ?? 0);
-  if (lagSeconds >= AMBER_LAG_SECONDS) return 'red';
-  if (lagSeconds >= 2 * interval || lagRows > 0) return 'amber';
-  return 'green';
-}
-
-/** The server's state when it sent a valid one (it also drives the metrics), else ours. */
-export function tileState(table, status) {
-  return ['green', 'amber', 'red'].includes(table?.state) ? table.state : computeState(table, status);
+/**
+ * A tile's colour is decided by the server only (ops/status.ts, which also feeds the metrics), so
+ * the page and the alerts cannot disagree. A tile without a valid state is shown red.
+ */
+export function tileState(table) {
+  return ['green', 'amber', 'red'].includes(table?.state) ? table.state : 'red';
 }
 
 export function formatSeconds(s) {
@@ -49,13 +35,6 @@ export function formatTime(iso) {
   if (!iso) return '–';
   const d = new Date(iso);
   return Number.isNaN(d.getTime()) ? '–' : d.toLocaleString();
-}
-
-/** a***@example.com: enough to match a support ticket, not a list of users on a screen. */
-export function maskEmail(email) {
-  if (typeof email !== 'string' || !email.includes('@')) return '';
-  const [local, domain] = email.split('@');
-  return `${(local ?? '').slice(0, 1)}***@${domain}`;
 }
 
 export function rowsChanged(run) {
@@ -91,8 +70,7 @@ export function failureList(status, limit = 20) {
     }
   }
   for (const f of status?.immediate?.recentFailures ?? []) {
-    const who = maskEmail(f.email);
-    out.push({ at: f.at, where: `immediate${who ? ` · ${who}` : ''}${f.attempts ? ` · attempt ${f.attempts}` : ''}`, message: f.message ?? 'failed' });
+    out.push({ at: f.at, where: `immediate${f.attempts ? ` · attempt ${f.attempts}` : ''}`, message: f.message ?? 'failed' });
   }
   return out.sort((a, b) => (Date.parse(b.at) || 0) - (Date.parse(a.at) || 0)).slice(0, limit);
 }
@@ -102,7 +80,7 @@ export function summary(status) {
   const staging = status?.staging ?? {};
   if (staging.configured === false) return { level: 'error', text: 'staging is not configured (STAGING_DATABASE_URL)' };
   if (staging.reachable === false) return { level: 'error', text: `staging unreachable${staging.error ? `: ${staging.error}` : ''}` };
-  const states = (status?.tables ?? []).map((t) => tileState(t, status));
+  const states = (status?.tables ?? []).map((t) => tileState(t));
   const lastRun = latestFinishedRun(status);
   if (lastRun?.status === 'error') return { level: 'error', text: `last reconcile #${lastRun.id} failed${lastRun.error ? `: ${lastRun.error}` : ''}` };
   if (states.includes('red')) return { level: 'error', text: 'staging is far behind production' };
@@ -160,18 +138,24 @@ export function renderChart(doc, points, { width = 720, height = 220 } = {}) {
 
 // ---------------------------------------------------------------- browser only below
 
+// The operations token is typed into the page's form and kept for this tab (sessionStorage); it is
+// sent only in the Authorization header, which the server never logs. It is not taken from the
+// address bar: a URL ends up in server and proxy logs, in the history and in Referer headers.
 function readToken(win) {
   const url = new URL(win.location.href);
-  const fromUrl = url.searchParams.get('token');
-  if (fromUrl) {
-    // Keep it for this tab only and take it out of the address bar (history, screenshots, Referer).
-    try { win.sessionStorage.setItem(TOKEN_KEY, fromUrl); } catch { /* storage disabled */ }
+  if (url.searchParams.has('token')) {
     url.searchParams.delete('token');
     win.history.replaceState(null, '', url.toString());
-    return fromUrl;
   }
   try { return win.sessionStorage.getItem(TOKEN_KEY); } catch { return null; }
 }
+
+function saveToken(win, token) {
+  try { win.sessionStorage.setItem(TOKEN_KEY, token); } catch { /* storage disabled: this page load only */ }
+}
+
+/** Thrown by fetchStatus for 401/403, so the page asks for a token. */
+export class NotAuthorisedError extends Error {}
 
 export async function fetchStatus(fetchImpl, token, timeoutMs = FETCH_TIMEOUT_MS) {
   const ctrl = new AbortController();
@@ -182,13 +166,14 @@ export async function fetchStatus(fetchImpl, token, timeoutMs = FETCH_TIMEOUT_MS
       cache: 'no-store',
       signal: ctrl.signal,
     });
-    if (res.status === 401 || res.status === 403) throw new Error(`not authorised (HTTP ${res.status}): open the page with ?token=<operations token> or sign in as an admin`);
+    if (res.status === 401 || res.status === 403) throw new NotAuthorisedError(`not authorised (HTTP ${res.status}): enter the operations token (OPS_TOKEN) or an admin's access token`);
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const body = await res.json();
     if (!body || typeof body !== 'object' || !Array.isArray(body.tables)) throw new Error('unexpected response');
     return body;
   } catch (err) {
-    throw new Error(err?.name === 'AbortError' ? 'timed out' : (err?.message ?? String(err)));
+    if (err instanceof NotAuthorisedError) throw err;
+    throw new Error(err?.name === 'AbortError' ? 'timed out' : (err?.message ?? String(err)), { cause: err });
   } finally {
     clearTimeout(timer);
   }
@@ -218,7 +203,7 @@ function render(doc, status) {
   text('generated-at', formatTime(status.generatedAt));
 
   const tiles = status.tables.map((t) => {
-    const state = tileState(t, status);
+    const state = tileState(t);
     const tile = make('article', { class: `tile tile-${state}`, 'data-testid': `table-tile-${t.table}`, 'data-state': state, 'data-table': t.table });
     const h = make('h3');
     h.append(make('span', {}, t.table), make('span', { class: 'state', 'data-testid': `table-state-${t.table}` }, state));
@@ -273,18 +258,30 @@ function renderUnavailable(doc, message) {
 
 export function start(win = globalThis.window) {
   const doc = win.document;
-  const token = readToken(win);
+  let token = readToken(win);
   let timer = null;
+  const form = doc.getElementById('token-form');
   const tick = async () => {
+    win.clearTimeout(timer);
     try {
       render(doc, await fetchStatus(win.fetch.bind(win), token));
+      form.hidden = true;
     } catch (err) {
+      if (err instanceof NotAuthorisedError) form.hidden = false;
       renderUnavailable(doc, err?.message ?? String(err));
     } finally {
       // setTimeout after each attempt, not setInterval: a slow server never gets overlapping polls.
       timer = win.setTimeout(tick, POLL_MS);
     }
   };
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const input = doc.getElementById('token-input');
+    token = input.value.trim();
+    input.value = '';
+    saveToken(win, token);
+    tick();
+  });
   tick();
   return () => win.clearTimeout(timer);
 }

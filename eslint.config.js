@@ -1,0 +1,50 @@
+// `npm run lint`: eslint with typescript-eslint for the whole repository. A pragmatic set: the
+// recommended rules of both, no import cycles (import-x), unused variables except `_`-prefixed.
+// Formatting is prettier's job (`npm run format:check`), not eslint's.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+import { createNodeResolver, importX } from 'eslint-plugin-import-x';
+import globals from 'globals';
+
+const base = [
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    plugins: { 'import-x': importX },
+    settings: {
+      'import-x/resolver-next': [createNodeResolver()],
+      // Without these, import-x does not follow .ts files and finds no cycle through them.
+      'import-x/extensions': ['.ts', '.js', '.mjs'],
+      'import-x/parsers': { '@typescript-eslint/parser': ['.ts'] },
+    },
+    languageOptions: { ecmaVersion: 2023, sourceType: 'module', globals: { ...globals.node } },
+    linterOptions: { reportUnusedDisableDirectives: 'error' },
+    rules: {
+      'import-x/no-cycle': ['error', { ignoreExternal: true }],
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
+      // Kubernetes objects, pg rows and test fixtures are untyped JSON by nature.
+      '@typescript-eslint/no-explicit-any': 'off',
+    },
+  },
+  {
+    files: ['packages/backend/src/ops/dashboard/**/*.js'],
+    languageOptions: { globals: { ...globals.browser } },
+  },
+];
+
+// packages/sync is being rewritten in parallel: its findings are warnings for now, so `npm run
+// lint` shows them (`npx eslint packages/sync` lists only those) without failing CI. Once they
+// are fixed, delete this block and they are errors like everywhere else.
+const syncAsWarnings = {
+  files: ['packages/sync/**'],
+  // The effective setting of each rule (later configs win), with errors turned into warnings.
+  rules: Object.fromEntries(Object.entries(Object.fromEntries(base.flatMap((c) => Object.entries(c.rules ?? {}))))
+    .filter(([, v]) => !['off', 0].includes(Array.isArray(v) ? v[0] : v))
+    .map(([name, v]) => [name, Array.isArray(v) ? ['warn', ...v.slice(1)] : 'warn'])),
+};
+
+export default [
+  { ignores: ['**/node_modules/**', 'packages/sync/dist/**', 'test-artifacts/**', 'bench/results/**', '.elara/**'] },
+  ...base,
+  syncAsWarnings,
+];

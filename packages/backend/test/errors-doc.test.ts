@@ -1,0 +1,41 @@
+// docs/errors.md says what the code does: the API table is exactly ERROR_CODES (codes and
+// statuses), and every code the sync engine raises is in the engine's table.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ERROR_CODES } from '../src/errors.ts';
+
+const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+const doc = readFileSync(join(REPO, 'docs/errors.md'), 'utf8');
+const section = (title: string) => {
+  const start = doc.indexOf(`## ${title}`);
+  assert.ok(start >= 0, `docs/errors.md has no "## ${title}" section`);
+  const end = doc.indexOf('\n## ', start + 3);
+  return doc.slice(start, end < 0 ? undefined : end);
+};
+const tableRows = (text: string) => text.split('\n').filter((l) => /^\| *\d{3} *\| *`E_/.test(l) || /^\| *`E_/.test(l));
+
+test('the API table of docs/errors.md is ERROR_CODES: same codes, same statuses, in order', () => {
+  const documented = tableRows(section('API errors')).map((l) => {
+    const [, status, code] = /^\| *(\d{3}) *\| *`(E_[A-Z_]+)`/.exec(l)!;
+    return `${status} ${code}`;
+  });
+  assert.deepEqual(documented, Object.entries(ERROR_CODES).map(([code, v]) => `${v.status} ${code}`));
+});
+
+test('every error code the sync engine raises is in its table of docs/errors.md', () => {
+  const documented = new Set(tableRows(section('Sync engine errors')).map((l) => /`(E_[A-Z_]+)`/.exec(l)![1]));
+  const raised = new Set<string>();
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir)) {
+      const p = join(dir, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (p.endsWith('.ts')) for (const m of readFileSync(p, 'utf8').matchAll(/'(E_[A-Z_]+)'/g)) raised.add(m[1]!);
+    }
+  };
+  walk(join(REPO, 'packages/sync/src'));
+  assert.ok(raised.size >= 10, `found only ${raised.size} codes in packages/sync/src`);
+  assert.deepEqual([...raised].filter((c) => !documented.has(c)).sort(), []);
+});
