@@ -5,12 +5,17 @@
 // Grafana dashboard read is one the backend exports and the runbook lists.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import client from 'prom-client';
+import { parse } from 'yaml';
 import { runSync } from '@elara/sync';
-import { exposedMetricNames, promtool } from '@elara/testkit/prometheus';
+import { exposedMetricNames, metricNamesIn, promtool } from '@elara/testkit/prometheus';
+import { dashboardExpressions } from '../../../deploy/grafana/dashboard-queries.ts';
 import { createDatabases, json, registration, sql, startProxy, startTestServer, waitFor, type Databases } from './helpers.ts';
 import type { RunningServer } from '../src/server.ts';
 
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const TABLES = [{ name: 'Organization' }, { name: 'User' }];
 const QA_ORG = '00000000-0000-0000-0000-0000000000c1';
 
@@ -173,5 +178,26 @@ describe('/metrics under promtool, and the reconcile counters from run records',
     const after = await fromRecords(dbs.staging.url);
     assert.equal(after['elara_sync_rows_total{table="Organization",op="updated"}'], expected['elara_sync_rows_total{table="Organization",op="updated"}']! + 1);
     assertCountersEqual(again, after, 'after staging came back and one more run');
+  });
+
+  test('the alert rules and the dashboard read only metrics the backend exports, and the runbook lists each', async () => {
+    const exported = exposedMetricNames(await scrape());
+    const rules = parse(readFileSync(`${ROOT}deploy/prometheus/elara-alerts.yml`, 'utf8')) as { groups: Array<{ rules: Array<{ alert: string; expr: string }> }> };
+    const uses = [
+      ...rules.groups.flatMap((g) => g.rules).map((r) => ({ where: `alert ${r.alert}`, expr: r.expr })),
+      ...dashboardExpressions().map((e) => ({ where: `dashboard ${e.where}`, expr: e.expr })),
+    ];
+    const unknown = uses.flatMap(({ where, expr }) => metricNamesIn(expr).filter((m) => !exported.has(m)).map((m) => `${where}: ${m}`));
+    assert.deepEqual(unknown, []);
+    assert.ok(uses.every(({ expr }) => metricNamesIn(expr).length > 0));
+
+    const runbook = readFileSync(`${ROOT}docs/operations.md`, 'utf8');
+    const readme = readFileSync(`${ROOT}README.md`, 'utf8');
+    const defaults = defaultMetricNames();
+    for (const [name, type] of exported) {
+      if (defaults.has(name) || type.endsWith(' series')) continue;
+      assert.ok(runbook.includes(`\`${name}`), `docs/operations.md lists ${name}`);
+      assert.ok(readme.includes(`\`${name}`), `README.md lists ${name}`);
+    }
   });
 });
