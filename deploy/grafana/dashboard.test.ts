@@ -67,6 +67,7 @@ test('every query is valid PromQL: promtool check rules accepts each as a record
 test('the check rejects a broken query (promtool really parses them)', () => {
   const r = promtool(['check', 'rules', '/dev/stdin'], stringify({ groups: [{ name: 'x', rules: [{ record: 'dashboard:broken', expr: 'max by (table (elara_sync_lag_seconds)' }] }] }));
   assert.notEqual(r.status, 0, r.output);
+  assert.match(r.output, /could not parse expression/);
 });
 
 test('the dashboard shows what the runbook promises: lag, runs, rows, immediate sync, backlog and its age', () => {
