@@ -5,11 +5,9 @@
 // /metrics of a running backend in packages/backend/test/prometheus.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { metricNamesIn, promtool } from '@elara/testkit/prometheus';
+import { metricNamesIn, promtoolOnFiles } from '@elara/testkit/prometheus';
 import { dashboardExpressions, readDashboard } from './dashboard-queries.ts';
 
 const { dashboard, panels } = readDashboard();
@@ -52,20 +50,15 @@ test('every query is valid PromQL: promtool check rules accepts each as a record
   const exprs = dashboardExpressions();
   assert.ok(exprs.length >= 12, `only ${exprs.length} expressions`);
   for (const { where, expr } of exprs) assert.doesNotMatch(expr, /\$/, `${where}: unknown Grafana variable in ${expr}`);
-  const dir = mkdtempSync(join(tmpdir(), 'elara-dashboard-'));
-  try {
-    const file = join(dir, 'dashboard-queries.yml');
-    writeFileSync(file, stringify({ groups: [{ name: 'dashboard', rules: exprs.map(({ expr }, i) => ({ record: `dashboard:query_${i}`, expr })) }] }));
-    const r = promtool(['check', 'rules', file]);
-    assert.equal(r.status, 0, `${r.output}\n${exprs.map((e, i) => `query_${i}: ${e.where}: ${e.expr}`).join('\n')}`);
-    assert.match(r.output, new RegExp(`SUCCESS: ${exprs.length} rules found`));
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const queries = stringify({ groups: [{ name: 'dashboard', rules: exprs.map(({ expr }, i) => ({ record: `dashboard:query_${i}`, expr })) }] });
+  const r = promtoolOnFiles({ 'dashboard-queries.yml': queries }, (dir) => ['check', 'rules', join(dir, 'dashboard-queries.yml')]);
+  assert.equal(r.status, 0, `${r.output}\n${exprs.map((e, i) => `query_${i}: ${e.where}: ${e.expr}`).join('\n')}`);
+  assert.match(r.output, new RegExp(`SUCCESS: ${exprs.length} rules found`));
 });
 
 test('the check rejects a broken query (promtool really parses them)', () => {
-  const r = promtool(['check', 'rules', '/dev/stdin'], stringify({ groups: [{ name: 'x', rules: [{ record: 'dashboard:broken', expr: 'max by (table (elara_sync_lag_seconds)' }] }] }));
+  const broken = stringify({ groups: [{ name: 'x', rules: [{ record: 'dashboard:broken', expr: 'max by (table (elara_sync_lag_seconds)' }] }] });
+  const r = promtoolOnFiles({ 'broken.yml': broken }, (dir) => ['check', 'rules', join(dir, 'broken.yml')]);
   assert.notEqual(r.status, 0, r.output);
   assert.match(r.output, /could not parse expression/);
 });

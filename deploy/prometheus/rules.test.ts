@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import { promtool } from '@elara/testkit/prometheus';
+import { promtool, promtoolOnFiles } from '@elara/testkit/prometheus';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const RULES = join(here, 'elara-alerts.yml');
@@ -40,11 +40,13 @@ test('promtool test rules: the unit tests pass', () => {
 
 test('the unit tests see a failure (a wrong expectation fails promtool)', () => {
   // Guards against a test file promtool would pass without evaluating anything.
-  const r = promtool(['test', 'rules', '/dev/stdin'], readFileSync(TESTS, 'utf8')
+  const wrong = readFileSync(TESTS, 'utf8')
     .replace('rule_files:\n  - elara-alerts.yml', `rule_files:\n  - ${RULES}`)
-    .replace('exp_labels: { severity: critical, job: elara-backend }', 'exp_labels: { severity: warning, job: elara-backend }'));
+    .replace('exp_labels: { severity: critical, job: elara-backend }', 'exp_labels: { severity: warning, job: elara-backend }');
+  assert.notEqual(wrong, readFileSync(TESTS, 'utf8'));
+  const r = promtoolOnFiles({ 'wrong.test.yml': wrong }, (dir) => ['test', 'rules', join(dir, 'wrong.test.yml')]);
   assert.notEqual(r.status, 0, r.output);
-  assert.match(r.output, /FAILED/);
+  assert.match(r.output, /alertname: ElaraSyncStale[\s\S]*exp:[\s\S]*severity="warning"[\s\S]*got:[\s\S]*severity="critical"/);
 });
 
 test('every alert has a test where it fires and one where it stays quiet', () => {

@@ -108,6 +108,9 @@ describe('/metrics under promtool, and the reconcile counters from run records',
     const mine = promtool(['check', 'metrics'], ownBlocks(text, defaults));
     assert.equal(mine.output, '');
     assert.equal(mine.status, 0);
+    // ...and it did read them: the same text with one gauge named like a counter is refused.
+    const spoilt = promtool(['check', 'metrics'], `${ownBlocks(text, defaults)}# HELP elara_test_bad_total x\n# TYPE elara_test_bad_total gauge\nelara_test_bad_total 1\n`);
+    assert.match(spoilt.output, /^elara_test_bad_total non-counter metrics should not have "_total" suffix$/m);
 
     for (const [name, type] of own) {
       assert.match(name, /^elara_[a-z]+_[a-z_]+$/, name);

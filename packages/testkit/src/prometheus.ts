@@ -1,6 +1,9 @@
 // Prometheus' own tools for tests: promtool (Debian's `prometheus` package; .ci/run installs it)
 // and the PromQL grammar of Prometheus' web UI, to list the metrics an expression reads.
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parser } from '@prometheus-io/lezer-promql';
 
 export interface PromtoolResult {
@@ -18,6 +21,21 @@ export function promtool(args: string[], input?: string): PromtoolResult {
     throw new Error(`promtool could not be run (${r.error.message}): apt-get install --no-install-recommends prometheus (bash .ci/run does it)`);
   }
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, output: `${r.stdout}${r.stderr}` };
+}
+
+/**
+ * Writes `files` (name → content) to a new temporary directory, runs promtool with the arguments
+ * `args(dir)` gives, and removes the directory. promtool reads rule and test files by path only
+ * (it cannot open /dev/stdin when that is a socket, as it is under node's spawnSync).
+ */
+export function promtoolOnFiles(files: Record<string, string>, args: (dir: string) => string[]): PromtoolResult {
+  const dir = mkdtempSync(join(tmpdir(), 'elara-promtool-'));
+  try {
+    for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content);
+    return promtool(args(dir));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /**
