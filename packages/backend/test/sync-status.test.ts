@@ -158,7 +158,7 @@ describe('sync status API, reconcile metrics and /sync files', () => {
     assert.equal(value('elara_sync_lag_rows{table="Organization"}'), 0);
     const lastSuccess = value('elara_sync_last_success_timestamp_seconds');
     assert.ok(Math.abs(lastSuccess - Date.now() / 1000) < 300, `last success ${lastSuccess}`);
-    assert.ok(value('elara_sync_run_duration_seconds') >= 0);
+    assert.ok(value('elara_sync_last_run_duration_seconds') >= 0);
     assert.ok(value('elara_immediate_sync_total{result="success"}') >= 1);
   });
 

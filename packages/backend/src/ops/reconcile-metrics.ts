@@ -1,72 +1,160 @@
-// Reconcile metrics, read from the run records in staging at scrape time (so CronJob runs count):
-// elara_sync_runs_total{result}, elara_sync_rows_total{table,op}, elara_sync_run_duration_seconds,
-// elara_sync_last_success_timestamp_seconds, elara_sync_lag_seconds{table}, elara_sync_lag_rows{table}.
+// Reconcile metrics, read from the run records in staging at scrape time (so CronJob runs count as
+// well as in-process ones): elara_sync_runs_total{result}, elara_sync_rows_total{table,op},
+// elara_sync_last_run_duration_seconds, elara_sync_last_success_timestamp_seconds,
+// elara_sync_lag_seconds{table}, elara_sync_lag_rows{table}, elara_sync_staging_up.
+//
+// The two counters are totals over elara_sync.runs. Each scrape adds only the runs that finished
+// since the previous scrape (a cursor over run ids), so a scrape costs the same after a year of
+// runs as after a day, and the totals only go up. They are exposed only after the first successful
+// read: a counter that showed 0 while staging was down and then jumped to the real total would look
+// to Prometheus like thousands of runs at once (and fire every increase() alert).
 import client from 'prom-client';
 import type pg from 'pg';
 import type { Metrics } from '../metrics.ts';
 
+const RESULTS = ['ok', 'conflicts', 'error'] as const;
+const OPS = ['inserted', 'updated', 'deleted'] as const;
+type Result = typeof RESULTS[number];
+type Op = typeof OPS[number];
+
+// The batch is every run after the cursor up to the first run still 'running' (exclusive): that
+// one is counted once it finishes. Runs are recorded one at a time (the engine's run lock; an
+// interrupted run is marked 'error' before the next is inserted), so a finished run never appears
+// behind the cursor later. Rows written are counted for ok and conflicts runs; an error run's
+// counts are not (its record does not say which of its tables were committed).
 const SUMMARY_SQL = `
-  SELECT
-    (SELECT coalesce(json_object_agg(status, n), '{}') FROM (SELECT status, count(*) AS n FROM elara_sync.runs WHERE mode = 'run' AND status <> 'running' GROUP BY status) s) AS runs,
+  WITH b AS (
+    SELECT (SELECT max(id) FROM elara_sync.runs) AS max_id,
+           (SELECT min(id) FROM elara_sync.runs WHERE id > $1 AND mode = 'run' AND status = 'running') AS first_running
+  ), upto AS (
+    SELECT max_id, coalesce(first_running - 1, max_id, $1) AS id FROM b
+  ), batch AS (
+    SELECT r.status, r.tables FROM elara_sync.runs r, upto
+     WHERE r.id > $1 AND r.id <= upto.id AND r.mode = 'run'
+  )
+  SELECT upto.max_id::text AS max_id, upto.id::text AS upto,
+    (SELECT coalesce(json_object_agg(status, n), '{}') FROM (SELECT status, count(*)::int AS n FROM batch GROUP BY status) s) AS runs,
     (SELECT coalesce(json_agg(x), '[]') FROM (
-        SELECT t->>'table' AS table, sum((t->>'inserted')::bigint) AS inserted, sum((t->>'updated')::bigint) AS updated,
-               sum((t->>'deleted')::bigint) AS deleted
-          FROM elara_sync.runs r CROSS JOIN jsonb_array_elements(r.tables) t
-         WHERE r.mode = 'run' AND r.status IN ('ok', 'conflicts') GROUP BY 1) x) AS rows,
+        SELECT t->>'table' AS table, coalesce(sum((t->>'inserted')::bigint), 0) AS inserted,
+               coalesce(sum((t->>'updated')::bigint), 0) AS updated, coalesce(sum((t->>'deleted')::bigint), 0) AS deleted
+          FROM batch CROSS JOIN jsonb_array_elements(batch.tables) t
+         WHERE batch.status IN ('ok', 'conflicts') GROUP BY 1) x) AS rows,
     (SELECT duration_ms FROM elara_sync.runs WHERE mode = 'run' AND status <> 'running' ORDER BY id DESC LIMIT 1) AS last_duration_ms,
-    (SELECT extract(epoch FROM max(finished_at)) FROM elara_sync.runs WHERE mode = 'run' AND status = 'ok') AS last_success,
-    (SELECT coalesce(json_agg(json_build_object('table', coalesce(display, table_name), 'lag', extract(epoch FROM now() - last_equal_at))), '[]') FROM elara_sync.table_state) AS lag`;
+    (SELECT extract(epoch FROM finished_at) FROM elara_sync.runs WHERE mode = 'run' AND status IN ('ok', 'conflicts') ORDER BY id DESC LIMIT 1) AS last_success,
+    (SELECT coalesce(json_agg(json_build_object('table', coalesce(display, table_name), 'lag', extract(epoch FROM now() - last_equal_at))), '[]') FROM elara_sync.table_state) AS lag
+  FROM upto`;
+
+interface Summary {
+  max_id: string | null;
+  upto: string;
+  runs: Partial<Record<Result, number>>;
+  rows: Array<{ table: string } & Record<Op, string | number>>;
+  last_duration_ms: number | null;
+  last_success: string | number | null;
+  lag: Array<{ table: string; lag: number | null }>;
+}
+
+// SQLSTATEs for "staging has no elara_sync.runs yet" (no run has happened): that is a readable
+// staging with zero runs, not an unreachable one.
+const NOT_CREATED_YET = new Set(['42P01', '3F000']);
 
 export function registerReconcileMetrics(metrics: Metrics, opts: {
   stagingPool: pg.Pool;
   /** Production and staging row counts per table (from the status collector). */
   rowCounts: () => Promise<Array<{ table: string; lagRows: number | null }>>;
 }): void {
-  let pending: Promise<Record<string, unknown> | null> | null = null;
-  const read = () => {
-    if (!pending) {
-      pending = opts.stagingPool.query(SUMMARY_SQL).then((r) => r.rows[0], () => null)
-        .finally(() => setTimeout(() => { pending = null; }, 0));
-    }
-    return pending;
+  const totals = {
+    loaded: false,
+    cursor: 0,
+    runs: Object.fromEntries(RESULTS.map((r) => [r, 0])) as Record<Result, number>,
+    rows: new Map<string, Record<Op, number>>(),
   };
-  const registers = [metrics.registry];
-  new client.Gauge({
-    name: 'elara_sync_runs_total', help: 'Reconcile runs recorded in staging, by result (ok, conflicts, error)', labelNames: ['result'], registers,
-    async collect() {
-      const s = await read();
-      const runs = (s?.runs ?? {}) as Record<string, number>;
-      for (const result of ['ok', 'conflicts', 'error']) this.set({ result }, Number(runs[result] ?? 0));
-    },
-  });
-  new client.Gauge({
-    name: 'elara_sync_rows_total', help: 'Rows written to staging by reconcile runs, by table and operation', labelNames: ['table', 'op'], registers,
-    async collect() {
-      const s = await read();
-      for (const r of (s?.rows ?? []) as Array<{ table: string; inserted: number; updated: number; deleted: number }>) {
-        for (const op of ['inserted', 'updated', 'deleted'] as const) this.set({ table: r.table, op }, Number(r[op]));
+  const last = {
+    up: false,
+    durationSeconds: null as number | null,
+    successTimestamp: null as number | null,
+    // Lag as read, and when: while staging cannot be read, the lag keeps growing from there.
+    lag: new Map<string, { seconds: number; readAt: number }>(),
+  };
+  const resetTotals = () => {
+    totals.cursor = 0;
+    for (const r of RESULTS) totals.runs[r] = 0;
+    totals.rows.clear();
+  };
+  const query = async (): Promise<Summary> => (await opts.stagingPool.query<Summary>(SUMMARY_SQL, [totals.cursor])).rows[0]!;
+  const refresh = async () => {
+    try {
+      let s = await query();
+      // Fewer run ids than already counted: staging was recreated or restored. Count it afresh
+      // (Prometheus sees a counter reset, which rate() and increase() handle).
+      if (s.max_id === null ? totals.cursor > 0 : Number(s.max_id) < totals.cursor) {
+        resetTotals();
+        s = await query();
       }
+      for (const r of RESULTS) totals.runs[r] += Number(s.runs[r] ?? 0);
+      for (const row of s.rows) {
+        const t = totals.rows.get(row.table) ?? { inserted: 0, updated: 0, deleted: 0 };
+        for (const op of OPS) t[op] += Number(row[op]);
+        totals.rows.set(row.table, t);
+      }
+      totals.cursor = Number(s.upto);
+      totals.loaded = true;
+      if (s.last_duration_ms !== null) last.durationSeconds = Number(s.last_duration_ms) / 1000;
+      if (s.last_success !== null) last.successTimestamp = Number(s.last_success);
+      const now = Date.now();
+      for (const l of s.lag) if (l.lag !== null) last.lag.set(l.table, { seconds: Math.max(0, Number(l.lag)), readAt: now });
+      last.up = true;
+    } catch (err) {
+      if (NOT_CREATED_YET.has((err as { code?: string }).code ?? '')) {
+        totals.loaded = true;
+        last.up = true;
+      } else {
+        last.up = false;
+      }
+    }
+  };
+  let pending: Promise<void> | null = null;
+  // One query per scrape, shared by every metric below.
+  const read = () => (pending ??= refresh().finally(() => setTimeout(() => { pending = null; }, 0)));
+
+  const registers = [metrics.registry];
+  new client.Counter({
+    name: 'elara_sync_runs_total', help: 'Finished reconcile runs recorded in staging (elara_sync.runs), by result: ok, conflicts, error', labelNames: ['result'], registers,
+    async collect() {
+      await read();
+      this.reset();
+      if (!totals.loaded) return;
+      for (const result of RESULTS) this.inc({ result }, totals.runs[result]);
+    },
+  });
+  new client.Counter({
+    name: 'elara_sync_rows_total', help: 'Rows written to staging by reconcile runs that finished ok or with conflicts, by table and operation', labelNames: ['table', 'op'], registers,
+    async collect() {
+      await read();
+      this.reset();
+      for (const [table, t] of totals.rows) for (const op of OPS) this.inc({ table, op }, t[op]);
     },
   });
   new client.Gauge({
-    name: 'elara_sync_run_duration_seconds', help: 'Duration of the last finished reconcile run', registers,
+    name: 'elara_sync_last_run_duration_seconds', help: 'Duration of the last finished reconcile run', registers,
     async collect() {
-      const s = await read();
-      if (s?.last_duration_ms != null) this.set(Number(s.last_duration_ms) / 1000);
+      await read();
+      if (last.durationSeconds !== null) this.set(last.durationSeconds);
     },
   });
   new client.Gauge({
-    name: 'elara_sync_last_success_timestamp_seconds', help: 'When the last successful reconcile run finished (unix time)', registers,
+    name: 'elara_sync_last_success_timestamp_seconds', help: 'When the last reconcile run that applied its changes (result ok or conflicts) finished, Unix time', registers,
     async collect() {
-      const s = await read();
-      if (s?.last_success != null) this.set(Number(s.last_success));
+      await read();
+      if (last.successTimestamp !== null) this.set(last.successTimestamp);
     },
   });
   new client.Gauge({
-    name: 'elara_sync_lag_seconds', help: 'Seconds since staging last equalled production, per table', labelNames: ['table'], registers,
+    name: 'elara_sync_lag_seconds', help: 'Seconds since staging last equalled production, per table (keeps growing while staging cannot be read)', labelNames: ['table'], registers,
     async collect() {
-      const s = await read();
-      for (const r of (s?.lag ?? []) as Array<{ table: string; lag: number | null }>) if (r.lag !== null) this.set({ table: r.table }, Number(r.lag));
+      await read();
+      const now = Date.now();
+      for (const [table, l] of last.lag) this.set({ table }, l.seconds + (last.up ? 0 : (now - l.readAt) / 1000));
     },
   });
   new client.Gauge({
@@ -74,6 +162,13 @@ export function registerReconcileMetrics(metrics: Metrics, opts: {
     async collect() {
       const rows = await opts.rowCounts().catch(() => []);
       for (const r of rows) if (r.lagRows !== null) this.set({ table: r.table }, r.lagRows);
+    },
+  });
+  new client.Gauge({
+    name: 'elara_sync_staging_up', help: '1 when this scrape could read the run records in staging, 0 when it could not (staging unreachable, or no SELECT on elara_sync)', registers,
+    async collect() {
+      await read();
+      this.set(last.up ? 1 : 0);
     },
   });
 }
