@@ -7,7 +7,7 @@ export interface ColumnType {
   /** format_type() with typmod, used for casts: "uuid", "character varying(8)", "numeric(6,2)". */
   type: string;
   /** format_type() without typmod: "character varying", "numeric". */
-  name: string;
+  typeName: string;
   typmod: number;
   /** Type category (pg_type.typcategory): 'S' string, 'N' numeric, 'D' date/time, 'A' array, 'E' enum, … */
   category: string;
@@ -95,13 +95,13 @@ export function parseTableName(input: string): { schema: string; name: string } 
   return { schema: m[1] ? unq(m[1]) : 'public', name: unq(m[2]!) };
 }
 
-const TYPE_JSON = `json_build_object('type', format_type(ty.oid, $TYPMOD), 'name', format_type(ty.oid, NULL), 'typmod', $TYPMOD,
+const TYPE_JSON = `json_build_object('type', format_type(ty.oid, $TYPMOD), 'typeName', format_type(ty.oid, NULL), 'typmod', $TYPMOD,
   'category', ty.typcategory, 'isDomain', ty.typtype = 'd',
   'enumLabels', (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e
                   WHERE e.enumtypid = coalesce(nullif(bt.typelem, 0), bt.oid)),
-  'base', CASE WHEN ty.typtype = 'd' THEN json_build_object('type', format_type(ty.typbasetype, ty.typtypmod), 'name', format_type(ty.typbasetype, NULL),
+  'base', CASE WHEN ty.typtype = 'd' THEN json_build_object('type', format_type(ty.typbasetype, ty.typtypmod), 'typeName', format_type(ty.typbasetype, NULL),
                     'typmod', ty.typtypmod, 'category', bt.typcategory, 'isDomain', false, 'enumLabels', NULL, 'base', NULL)
-               WHEN ty.typelem <> 0 AND ty.typcategory = 'A' THEN json_build_object('type', format_type(ty.typelem, $TYPMOD), 'name', format_type(ty.typelem, NULL),
+               WHEN ty.typelem <> 0 AND ty.typcategory = 'A' THEN json_build_object('type', format_type(ty.typelem, $TYPMOD), 'typeName', format_type(ty.typelem, NULL),
                     'typmod', $TYPMOD, 'category', (SELECT typcategory FROM pg_type WHERE oid = ty.typelem), 'isDomain', false, 'enumLabels', NULL, 'base', NULL)
           END)`;
 

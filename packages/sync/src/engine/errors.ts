@@ -33,6 +33,10 @@ export function toSyncError(e: unknown, side?: Side, table?: string): SyncError 
     return new SyncError('E_SOURCE', `production (source) rejected the source query${table ? ` of table ${table}` : ''}: ${describeDatabaseError(e)}`,
       'check the transforms and the row filter of that table in elara-sync.yml; nothing was written', opts);
   }
+  if (side === 'target' && table) {
+    return new SyncError('E_APPLY', `staging (target) rejected the changes of table ${table}: ${describeDatabaseError(e)}; nothing was written`,
+      'staging has a constraint, trigger (ENABLE ALWAYS) or type that production does not: compare the two schemas (elara-sync plan lists differences), fix staging, and run again', opts);
+  }
   return new SyncError(side === 'target' ? 'E_APPLY' : 'E_INTERNAL', `${describeDatabaseError(e)}${where}`,
     side === 'target' ? 'see docs/errors.md; the run changed nothing in staging and can be re-run' : 'this is a bug: report it with the command you ran', opts);
 }

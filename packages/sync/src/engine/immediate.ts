@@ -10,7 +10,7 @@ import { parseTableName, qualifiedName } from '../catalog/introspect.ts';
 import { orderTables } from '../plan/table-order.ts';
 import type { TableConfig, TablePlan } from '../plan/table-plan.ts';
 import { columnList, keyColumns, keyHash, keysRecordset, LOCAL_SESSION_SETTINGS, rowVersionHash, sourceSelectByKeys } from '../sql/statements.ts';
-import { createStageTables, findUniqueColliders, LOCAL_KEYS, type Stage } from '../sql/apply-statements.ts';
+import { createStageTables, findReferencingChildren, findUniqueColliders, LOCAL_KEYS, type Stage } from '../sql/apply-statements.ts';
 import { applyStages, beginApply } from '../apply/apply.ts';
 import { ensureStateSchema } from '../state/schema.ts';
 import { ensureTracking } from '../state/tracking.ts';
@@ -112,15 +112,18 @@ export async function syncKeys(
 }
 
 async function syncKeysOnce(source: pg.Pool, target: pg.Pool, requests: KeySyncRequest[], options: SyncKeysOptions): Promise<Array<KeySyncResult & { conflicts: number }>> {
-  const plans = await plansFor(source, target, requests.map((r) => r.table), options.tables);
-  const byId = new Map(plans.map((p, i) => [p.id, { plan: p, keys: requests[i]!.keys }]));
+  const requested = await plansFor(source, target, requests.map((r) => r.table), options.tables);
+  // The other configured tables can join the scope (children of a row being deleted).
+  const others = options.tables?.length ? (await plansFor(source, target, options.tables.map((t) => t.name), options.tables)).filter((p) => !requested.some((r) => r.id === p.id)) : [];
+  const plans = [...requested, ...others];
   const order = orderTables(plans.map((p) => p.target)).upsertOrder;
+  const keysOf = new Map(requested.map((p, i) => [p.id, requests[i]!.keys]));
   await ensureStateSchema(target);
   for (const p of plans) await ensureTracking(target, p);
 
   const results = new Map<string, KeySyncResult & { conflicts: number }>();
   // One production snapshot for everything this sync reads, held while staging is written (a
-  // few milliseconds): rows pulled into scope later (unique colliders) come from the same snapshot.
+  // few milliseconds): rows pulled into scope later come from the same snapshot.
   await withTransaction(source, async (src) => {
     const read = async (plan: TablePlan, keysJsonText: string): Promise<unknown[][]> => {
       const text = sourceSelectByKeys(plan, '$1');
@@ -132,42 +135,68 @@ async function syncKeysOnce(source: pg.Pool, target: pg.Pool, requests: KeySyncR
       const timeout = options.statementTimeoutMs ?? 5000;
       // Waits (up to lockWait) while a reconcile applies, then applies under the normal timeout.
       await beginApply(client, { lock: 'shared', lockWaitMs: options.lockWaitMs ?? 30_000, statementTimeoutMs: timeout });
-      const stages: Array<Stage & { keys: string; before: string }> = [];
+      const stages = new Map<string, Stage & { keys: string; before: string }>();
       const sourceRows = new Map<string, number>();
-      for (const id of order) {
-        const { plan, keys } = byId.get(id)!;
-        const s = await sessionStage(client, plan);
-        stages.push(s);
-        const json = keysJson(plan, keys);
-        const insertKeys = `INSERT INTO ${s.keys} ${keysRecordset(plan, '$1')}`;
-        await client.query({ name: prepared(insertKeys), text: insertKeys, values: [json] });
-        const data = keys.length ? await read(plan, json) : [];
-        sourceRows.set(id, data.length);
-        await loadRows(client, s, data);
-      }
-      // Close the scope over unique values: a staging row outside the keys that holds a value an
-      // incoming row needs is stale, so it is read from production and applied too.
-      for (const s of stages) {
-        for (let round = 0; round < 20; round++) {
-          let added = 0;
-          for (const u of s.plan.uniques) {
-            const sql = findUniqueColliders(s, u);
-            const r = await client.query({ name: prepared(sql.text), text: sql.text, values: sql.values });
-            if (!r.rowCount) continue;
-            added += r.rowCount;
-            await loadRows(client, s, await read(s.plan, JSON.stringify(r.rows)));
-          }
-          if (added === 0) break;
+      const stageOf = async (plan: TablePlan) => {
+        let s = stages.get(plan.id);
+        if (!s) {
+          s = await sessionStage(client, plan);
+          stages.set(plan.id, s);
+          sourceRows.set(plan.id, 0);
         }
+        return s;
+      };
+      const add = async (s: Stage, json: string) => {
+        const rows = await read(s.plan, json);
+        sourceRows.set(s.plan.id, sourceRows.get(s.plan.id)! + rows.length);
+        await loadRows(client, s, rows);
+      };
+      for (const p of requested) {
+        const s = await stageOf(p);
+        const keys = keysOf.get(p.id)!;
+        if (keys.length === 0) continue;
+        const json = keysJson(p, keys);
+        const insertKeys = `INSERT INTO ${s.keys} ${keysRecordset(p, '$1')}`;
+        await client.query({ name: prepared(insertKeys), text: insertKeys, values: [json] });
+        await add(s, json);
       }
-      for (const s of stages) {
+      // Close the scope: a staging row outside the keys that holds a unique value an incoming row
+      // needs is stale (production is unique); a child (in a synced table) of a row production
+      // deleted goes with it. Both are read from production and applied too.
+      for (let round = 0; round < 50; round++) {
+        let added = 0;
+        for (const s of [...stages.values()]) {
+          for (const u of s.plan.uniques) {
+            const q = findUniqueColliders(s, u);
+            const r = await client.query({ name: prepared(q.text), text: q.text, values: q.values });
+            if (r.rowCount) {
+              added += r.rowCount;
+              await add(s, JSON.stringify(r.rows));
+            }
+          }
+          for (const fk of s.plan.fksIn) {
+            const childPlan = plans.find((p) => p.id === fk.table);
+            if (!childPlan) continue;
+            const child = await stageOf(childPlan);
+            const q = findReferencingChildren(s, fk, child);
+            const r = await client.query({ name: prepared(q.text), text: q.text, values: q.values });
+            if (r.rowCount) {
+              added += r.rowCount;
+              await add(child, JSON.stringify(r.rows));
+            }
+          }
+        }
+        if (added === 0) break;
+      }
+      const involved = order.filter((id) => stages.has(id)).map((id) => stages.get(id)!);
+      for (const s of involved) {
         // Staging's row versions before the apply, locked so nobody changes them until commit.
         const before = `INSERT INTO ${s.before} SELECT ${keyHash(s.plan, 't')}, ${rowVersionHash(s.plan, 't')} FROM ${s.plan.only}${s.plan.id} t
           WHERE (${keyColumns(s.plan, 't')}) IN (SELECT ${keyColumns(s.plan)} FROM ${s.keys}) FOR UPDATE OF t`;
         await client.query({ name: prepared(before), text: before });
       }
-      const outcomes = await applyStages(client, stages, order, { prepare: true });
-      for (const s of stages) {
+      const outcomes = await applyStages(client, involved, order, { prepare: true });
+      for (const s of involved) {
         const o = outcomes.get(s.plan.id)!;
         results.set(s.plan.id, {
           table: s.plan.display, upserted: o.inserted + o.updated, deleted: o.deleted,
@@ -184,7 +213,7 @@ async function syncKeysOnce(source: pg.Pool, target: pg.Pool, requests: KeySyncR
       }
     });
   }, `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${LOCAL_SESSION_SETTINGS}`);
-  return requests.map((_, i) => results.get(plans[i]!.id)!);
+  return requested.map((p) => results.get(p.id)!);
 }
 
 /** Source rows (as text) into the stage's src table, 500 rows per statement, cast to the target's types. */

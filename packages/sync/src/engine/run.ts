@@ -374,6 +374,9 @@ async function finishTable(run: Run, w: TableWork): Promise<TableRunResult> {
     result.conflictKeys = o.heldRows.map((h) => h.key);
     result.held = o.heldRows.map((h) => ({ key: h.key, reason: describeHold(h.reason, displayName) }));
   }
+  // Keys of production rows deleted in staging have served their purpose once a run compared the
+  // table: the rows are back, or production deleted them too.
+  if (!run.dryRun) await run.target.query(`DELETE FROM elara_sync.vacated WHERE table_name = $1`, [plan.id]);
   if (w.unchanged) {
     result.unchanged = w.sourceTotal.rows;
     if (!run.dryRun) await markUnchanged(run.target, plan.id, run.snapshotAt, run.runId, w.fold, w.targetTotal);

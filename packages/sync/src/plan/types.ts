@@ -22,21 +22,21 @@ function unwrap(t: ColumnType): ColumnType {
 
 /** Can every value of `src` be stored in `dst` unchanged (same text form)? */
 function widens(src: ColumnType, dst: ColumnType): boolean | 'unknown' {
-  if (src.name === dst.name) {
+  if (src.typeName === dst.typeName) {
     if (src.typmod === dst.typmod) return true;
-    if (src.name === 'character varying' || src.name === 'bit varying') return charLength(dst) >= charLength(src);
-    if (src.name === 'numeric') {
+    if (src.typeName === 'character varying' || src.typeName === 'bit varying') return charLength(dst) >= charLength(src);
+    if (src.typeName === 'numeric') {
       const s = numericPS(src);
       const d = numericPS(dst);
       if (d === null) return true;
       if (s === null) return false;
       return d.s === s.s && d.p - d.s >= s.p - s.s;
     }
-    if (TIME_TYPES.has(src.name)) return dst.typmod < 0 || (src.typmod >= 0 && dst.typmod >= src.typmod);
+    if (TIME_TYPES.has(src.typeName)) return dst.typmod < 0 || (src.typmod >= 0 && dst.typmod >= src.typmod);
     return false;
   }
-  if (src.name === 'character varying' && dst.name === 'text') return true;
-  if (src.name in INT_RANK && dst.name in INT_RANK) return INT_RANK[dst.name]! >= INT_RANK[src.name]!;
+  if (src.typeName === 'character varying' && dst.typeName === 'text') return true;
+  if (src.typeName in INT_RANK && dst.typeName in INT_RANK) return INT_RANK[dst.typeName]! >= INT_RANK[src.typeName]!;
   return 'unknown';
 }
 
@@ -51,7 +51,7 @@ export function compareTypes(src: ColumnType, dst: ColumnType): TypeVerdict {
     if (missing.length > 0) {
       return { kind: 'lossy', reason: `enum ${src.type} has label(s) ${missing.map((l) => `'${l}'`).join(', ')} in production that ${dst.type} in staging lacks` };
     }
-    if (s.name !== d.name) return { kind: 'lossy', reason: `enum type ${src.type} in production but ${dst.type} in staging` };
+    if (s.typeName !== d.typeName) return { kind: 'lossy', reason: `enum type ${src.type} in production but ${dst.type} in staging` };
     if (d.enumLabels.length > s.enumLabels.length) return { kind: 'lossless', note: `enum ${dst.type} has extra labels in staging` };
     if (s.enumLabels.join('\u0000') !== d.enumLabels.join('\u0000')) return { kind: 'lossless', note: `enum ${dst.type} orders its labels differently in staging` };
     return src.type === dst.type ? { kind: 'same' } : { kind: 'lossless', note: `${src.type} → ${dst.type}${domainNote}` };

@@ -257,6 +257,28 @@ export function findUniqueColliders(s: Stage & { keys: string }, u: UniqueIndex)
   };
 }
 
+/**
+ * For an apply scoped to given keys: rows of a synced child table that reference a row of the
+ * parent stage production no longer has (a delete candidate). Their keys join the child's scope,
+ * so they are read from the same snapshot and deleted or repointed with their parent, instead of
+ * holding its delete back. Local rows are left out (they hold it back, as they should).
+ */
+export function findReferencingChildren(parent: Stage & { keys: string }, fk: ForeignKey, child: Stage & { keys: string }): Sql {
+  const pp = parent.plan;
+  const c = child.plan;
+  return {
+    text: `INSERT INTO ${child.keys} (${keyColumns(c)})
+      SELECT DISTINCT ${keyColumns(c, 'c')} FROM ${target(child, 'c')}
+      WHERE (${cols(fk.columns, 'c')}) IN (
+          SELECT ${cols(fk.refColumns, 'p')} FROM ${target(parent, 'p')}
+          WHERE (${keyColumns(pp, 'p')}) IN (SELECT ${keyColumns(pp)} FROM ${parent.keys})
+            AND NOT EXISTS (SELECT 1 FROM ${parent.src} s WHERE ${keyJoin(pp, 's', 'p')}))
+        AND NOT EXISTS (SELECT 1 FROM ${child.keys} x WHERE ${keyJoin(c, 'x', 'c')}) AND NOT ${isLocal(child, 'c')}
+      RETURNING ${c.key.map((k) => `${q(k.name)}::text AS ${q(k.name)}`).join(', ')}`,
+    values: [c.id],
+  };
+}
+
 /** Deletes and rewrites go first (a value moving between rows is free before anyone takes it); erasures leave a tombstone. */
 export function applyDeletes(s: Stage): Sql {
   return {

@@ -2,7 +2,7 @@ import type pg from 'pg';
 
 // The engine's own schema on the target. Created on first use; every statement is idempotent and
 // serialised by an advisory lock so two processes starting at once do not race on CREATE.
-export const STATE_SCHEMA_VERSION = 3;
+export const STATE_SCHEMA_VERSION = 4;
 /** Serialises the engine's DDL on staging (state schema, tracking triggers) across processes. */
 export const LOCK_DDL = 0x656c6172; // "elar"
 /** Session-level lock held for a whole reconcile run: one run at a time per staging database. */
@@ -65,6 +65,12 @@ CREATE TABLE IF NOT EXISTS elara_sync.tombstones (
   key_hash bigint NOT NULL,
   deleted_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (table_name, key_hash)
+);
+CREATE TABLE IF NOT EXISTS elara_sync.vacated (
+  table_name text NOT NULL,
+  key text[] NOT NULL,
+  at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (table_name, key)
 );
 CREATE TABLE IF NOT EXISTS elara_sync.target_log (
   id bigserial PRIMARY KEY,

@@ -26,9 +26,11 @@ export function trackingFunctionName(plan: TablePlan): string {
 
 /**
  * DDL of the trigger. The function runs with fixed TimeZone/DateStyle/… (SET clauses), so the key
- * text it records is the same whatever the QA session's settings. A TRUNCATE forgets the table's
- * local keys, and rows inserted later in the same transaction (a reload: TRUNCATE then COPY of a
- * dump) are not taken for QA data. A QA row whose key QA changes stays a local row.
+ * text it records is the same whatever the QA session's settings. Rows put back are not QA data:
+ * a TRUNCATE forgets the table's local keys, and rows inserted later in the same transaction (a
+ * reload: TRUNCATE then COPY of a dump) are not recorded; a production row deleted in staging
+ * leaves its key in `vacated`, so inserting that key again (a restore by DELETE + INSERT) is not
+ * recorded either. A QA row whose key QA changes stays a local row.
  */
 export function trackingTriggerDdl(plan: TablePlan, fnName = trackingFunctionName(plan)): string[] {
   const fn = `elara_sync.${quoteIdent(fnName)}`;
@@ -42,11 +44,15 @@ BEGIN
     RETURN NULL;
   END IF;
   IF TG_OP = 'INSERT' THEN
-    IF current_setting(${reloadFlag}, true) IS DISTINCT FROM 'on' THEN
+    DELETE FROM elara_sync.vacated WHERE table_name = ${id} AND key = ${keyArray(plan, 'NEW')};
+    IF NOT FOUND AND current_setting(${reloadFlag}, true) IS DISTINCT FROM 'on' THEN
       INSERT INTO elara_sync.local_keys (table_name, key) VALUES (${id}, ${keyArray(plan, 'NEW')}) ON CONFLICT DO NOTHING;
     END IF;
   ELSIF TG_OP = 'DELETE' THEN
     DELETE FROM elara_sync.local_keys WHERE table_name = ${id} AND key = ${keyArray(plan, 'OLD')};
+    IF NOT FOUND THEN
+      INSERT INTO elara_sync.vacated (table_name, key) VALUES (${id}, ${keyArray(plan, 'OLD')}) ON CONFLICT DO NOTHING;
+    END IF;
   ELSIF ${keyArray(plan, 'NEW')} IS DISTINCT FROM ${keyArray(plan, 'OLD')} THEN
     DELETE FROM elara_sync.local_keys WHERE table_name = ${id} AND key = ${keyArray(plan, 'OLD')};
     IF FOUND THEN
