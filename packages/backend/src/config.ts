@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
-import { parseDuration } from '@elara/sync';
+import { loadConfig as loadSyncConfig, parseDuration, type SyncConfig } from '@elara/sync';
 
 const bool = z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true');
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
@@ -45,8 +45,8 @@ const envSchema = z.object({
   TRUST_PROXY: bool.default(false),
   /** Bearer token for GET /api/v2/sync/status and the /sync page (operators, dashboards). */
   OPS_TOKEN: z.string().min(32, 'must be at least 32 characters of random data').optional(),
-  /** Tables the reconcile syncs and the status page shows. */
-  SYNC_TABLES: z.string().regex(/^[^,]+(,[^,]+)*$/, 'a comma-separated list of tables').default('Organization,User'),
+  /** The sync engine's config (tables, transforms, filters), shared with the elara-sync CLI. */
+  ELARA_SYNC_CONFIG: z.string().optional(),
   /** Run the reconcile in this process every interval (e.g. 5m); unset: a CronJob runs it. */
   RECONCILE_INTERVAL: duration.optional(),
   /** The reconcile schedule the status page judges lag against, when the CronJob runs it. */
@@ -73,6 +73,8 @@ export interface Config {
   readonly dbPoolMax: number;
   readonly staging: { readonly connectTimeoutMs: number; readonly statementTimeoutMs: number };
   readonly sync: { readonly concurrency: number; readonly maxAttempts: number; readonly staleLockSeconds: number; readonly probeIntervalMs: number };
+  /** elara-sync.yml as the engine reads it: every path (immediate sync, reconcile, status) uses its tables and rules. */
+  readonly syncConfig: SyncConfig;
   readonly failpoint: 'after_prod_commit' | 'in_sync_job' | null;
   readonly trustProxy: boolean;
   readonly ops: {
@@ -99,6 +101,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || '(env)'} ${i.message}`));
   }
   const e = parsed.data;
+  let syncConfig: SyncConfig;
+  try {
+    syncConfig = loadSyncConfig(e.ELARA_SYNC_CONFIG, env);
+  } catch (err) {
+    throw new ConfigError([`ELARA_SYNC_CONFIG ${(err as Error).message}`]);
+  }
   const secret = e.JWT_SECRET ?? randomBytes(32).toString('base64url');
   const config: Config = {
     databaseUrl: e.DATABASE_URL,
@@ -119,10 +127,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       staleLockSeconds: e.SYNC_STALE_LOCK_SECONDS,
       probeIntervalMs: e.SYNC_PROBE_INTERVAL_MS,
     }),
+    syncConfig,
     failpoint: e.ELARA_FAILPOINT ?? null,
     ops: Object.freeze({
       token: e.OPS_TOKEN ?? null,
-      tables: Object.freeze(e.SYNC_TABLES.split(',').map((t) => t.trim())),
+      tables: Object.freeze(syncConfig.tables.map((t) => t.name)),
       reconcileIntervalMs: e.RECONCILE_INTERVAL ? parseDuration(e.RECONCILE_INTERVAL) : null,
       expectedIntervalMs: parseDuration(e.RECONCILE_INTERVAL ?? e.RECONCILE_EXPECTED_INTERVAL),
       openOnLoopback: e.STATUS_OPEN_ON_LOOPBACK,

@@ -13,7 +13,7 @@ import { migrateOutbox } from './db/migrate.ts';
 import { OUTBOX_BACKLOG_SQL, SYNC_TASKS } from './sync/outbox.ts';
 import { startSyncWorker, type SyncWorker } from './sync/worker.ts';
 import { redactUrl, startReconcileLoop, type ReconcileLoop } from '@elara/sync';
-import { collectStatus, statusRoutes } from './ops/status.ts';
+import { collectStatus, readOutbox, statusRoutes } from './ops/status.ts';
 import { describeError } from './db/errors.ts';
 import { registerReconcileMetrics } from './ops/reconcile-metrics.ts';
 
@@ -106,13 +106,16 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
           }
           return counted.tables;
         },
+        outbox: () => readOutbox(prodPool),
       });
     }
     if (stagingPool && config.ops.reconcileIntervalMs !== null) {
       reconcile = startReconcileLoop({
         sourceUrl: config.databaseUrl,
         targetUrl: config.stagingDatabaseUrl!,
-        tables: config.ops.tables.map((name) => ({ name })),
+        tables: [...config.syncConfig.tables],
+        statementTimeoutMs: config.syncConfig.statementTimeoutMs,
+        sequenceHeadroom: config.syncConfig.sequenceHeadroom,
         intervalMs: config.ops.reconcileIntervalMs,
         firstDelayMs: 1000,
         onResult: (r) => {

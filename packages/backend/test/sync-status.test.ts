@@ -107,7 +107,7 @@ describe('sync status API, reconcile metrics and /sync files', () => {
     assert.deepEqual(s.staging, { configured: true, reachable: true, error: null });
     assert.deepEqual(s.tables.map((t) => t.table), ['Organization', 'User']);
     for (const t of s.tables) {
-      assert.deepEqual(Object.keys(t).sort(), ['lagRows', 'lagSeconds', 'lastEqualAt', 'productionRows', 'stagingRows', 'state', 'table']);
+      assert.deepEqual(Object.keys(t).sort(), ['lagRows', 'lagSeconds', 'lastEqualAt', 'lastImmediateAt', 'productionRows', 'stagingRows', 'state', 'table']);
       assert.equal(t.productionRows, 1, t.table);
       assert.equal(t.stagingRows, 1, t.table);
       assert.equal(t.lagRows, 0, t.table);
@@ -131,6 +131,22 @@ describe('sync status API, reconcile metrics and /sync files', () => {
     assert.equal(s.immediate.backlog, 0);
     assert.equal(s.immediate.oldestAgeSeconds, 0);
     assert.deepEqual(s.immediate.recentFailures, []);
+  });
+
+  test('lag counts immediate syncs: a registration delivered after the reconcile moves the tables\' "in step" time to its sync', async () => {
+    const before = (await server.app.inject({ method: 'GET', url: STATUS, headers: bearer(OPS_TOKEN) })).json() as SyncStatus;
+    const res = await server.app.inject({ method: 'POST', url: '/api/v2/auth/register', headers: json, payload: registration() });
+    assert.equal(res.statusCode, 201, res.body);
+    await waitFor(async () => (await sql(dbs.staging.url, 'SELECT 1 FROM "User" WHERE id = $1', [res.json().user.id])).rowCount, 10_000, 20);
+    const after = (await server.app.inject({ method: 'GET', url: STATUS, headers: bearer(OPS_TOKEN) })).json() as SyncStatus;
+    for (const t of after.tables) {
+      const b = before.tables.find((x) => x.table === t.table)!;
+      assert.ok(t.lastImmediateAt && Date.parse(t.lastImmediateAt) > Date.parse(t.lastEqualAt!), `${t.table}: the immediate sync is newer than the run`);
+      // The same instant measured from an older point: the lag now counts from the immediate sync.
+      const fromRun = (Date.parse(after.generatedAt) - Date.parse(t.lastEqualAt!)) / 1000;
+      assert.ok(t.lagSeconds! < fromRun, `${t.table}: lag ${t.lagSeconds} counts from the immediate sync, not the run (${fromRun})`);
+      assert.equal(t.lastEqualAt, b.lastEqualAt, 'the run\'s checked time is unchanged');
+    }
   });
 
   test('GET /metrics after runs: runs by result, rows per table, lag, last success', async () => {

@@ -10,7 +10,9 @@
 // to Prometheus like thousands of runs at once (and fire every increase() alert).
 import client from 'prom-client';
 import type pg from 'pg';
+import { readTableStates } from '@elara/sync';
 import type { Metrics } from '../metrics.ts';
+import { lagSeconds } from './status.ts';
 
 const RESULTS = ['ok', 'conflicts', 'error'] as const;
 const OPS = ['inserted', 'updated', 'deleted'] as const;
@@ -40,8 +42,7 @@ const SUMMARY_SQL = `
           FROM batch CROSS JOIN jsonb_array_elements(batch.tables) t
          WHERE batch.status IN ('ok', 'conflicts') GROUP BY 1) x) AS rows,
     (SELECT duration_ms FROM elara_sync.runs WHERE mode = 'run' AND status <> 'running' ORDER BY id DESC LIMIT 1) AS last_duration_ms,
-    (SELECT extract(epoch FROM finished_at) FROM elara_sync.runs WHERE mode = 'run' AND status IN ('ok', 'conflicts') ORDER BY id DESC LIMIT 1) AS last_success,
-    (SELECT coalesce(json_agg(json_build_object('table', coalesce(display, table_name), 'lag', extract(epoch FROM now() - last_equal_at))), '[]') FROM elara_sync.table_state) AS lag
+    (SELECT extract(epoch FROM finished_at) FROM elara_sync.runs WHERE mode = 'run' AND status IN ('ok', 'conflicts') ORDER BY id DESC LIMIT 1) AS last_success
   FROM upto`;
 
 interface Summary {
@@ -51,7 +52,6 @@ interface Summary {
   rows: Array<{ table: string } & Record<Op, string | number>>;
   last_duration_ms: number | null;
   last_success: string | number | null;
-  lag: Array<{ table: string; lag: number | null }>;
 }
 
 // SQLSTATEs for "staging has no elara_sync.runs yet" (no run has happened): that is a readable
@@ -62,6 +62,8 @@ export function registerReconcileMetrics(metrics: Metrics, opts: {
   stagingPool: pg.Pool;
   /** Production and staging row counts per table (from the status collector). */
   rowCounts: () => Promise<Array<{ table: string; lagRows: number | null }>>;
+  /** The outbox backlog on production: lag counts immediate syncs only when nothing older waits (status.ts lagSeconds). */
+  outbox: () => Promise<{ backlog: number; oldestAgeSeconds: number }>;
 }): void {
   const totals = {
     loaded: false,
@@ -101,8 +103,12 @@ export function registerReconcileMetrics(metrics: Metrics, opts: {
       totals.loaded = true;
       if (s.last_duration_ms !== null) last.durationSeconds = Number(s.last_duration_ms) / 1000;
       if (s.last_success !== null) last.successTimestamp = Number(s.last_success);
+      const [states, outbox] = await Promise.all([readTableStates(opts.stagingPool), opts.outbox()]);
       const now = Date.now();
-      for (const l of s.lag) if (l.lag !== null) last.lag.set(l.table, { seconds: Math.max(0, Number(l.lag)), readAt: now });
+      for (const st of states) {
+        const seconds = lagSeconds(now, st, outbox);
+        if (seconds !== null) last.lag.set(st.table, { seconds, readAt: now });
+      }
       last.up = true;
     } catch (err) {
       if (NOT_CREATED_YET.has((err as { code?: string }).code ?? '')) {
@@ -150,7 +156,7 @@ export function registerReconcileMetrics(metrics: Metrics, opts: {
     },
   });
   new client.Gauge({
-    name: 'elara_sync_lag_seconds', help: 'Seconds since staging last equalled production, per table (keeps growing while staging cannot be read)', labelNames: ['table'], registers,
+    name: 'elara_sync_lag_seconds', help: 'Seconds since staging was last known in step with production, per table: a run that checked both sides, or an immediate sync with nothing older waiting (keeps growing while staging cannot be read)', labelNames: ['table'], registers,
     async collect() {
       await read();
       const now = Date.now();

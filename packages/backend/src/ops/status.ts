@@ -26,8 +26,10 @@ export interface TableStatus {
   productionRows: number | null;
   stagingRows: number | null;
   lagRows: number | null;
+  /** Seconds since staging was last known in step with production (see lagSeconds()). */
   lagSeconds: number | null;
   lastEqualAt: string | null;
+  lastImmediateAt: string | null;
   state: 'green' | 'amber' | 'red';
 }
 
@@ -45,6 +47,33 @@ export interface SyncStatus {
     oldestAgeSeconds: number;
     recentFailures: Array<{ at: string; message: string; attempts: number }>;
   };
+}
+
+/**
+ * Seconds since staging was last known in step with production, for one table: the last run that
+ * checked both sides equal; moved forward by an immediate sync (registration) when no outbox job
+ * older than that sync is still waiting (everything the API wrote until then has arrived); and
+ * never less than the age of the oldest waiting job. Changes made to production outside the API
+ * (a psql UPDATE) are only seen by the next run, so they do not count until then. Null before any
+ * run has checked the table.
+ */
+export function lagSeconds(now: number, t: { lastEqualAt: Date | null; lastImmediateAt: Date | null }, outbox: { backlog: number; oldestAgeSeconds: number }): number | null {
+  if (!t.lastEqualAt) return null;
+  let inStep = t.lastEqualAt.getTime();
+  const imm = t.lastImmediateAt?.getTime();
+  if (imm !== undefined && imm > inStep && (outbox.backlog === 0 || outbox.oldestAgeSeconds * 1000 < now - imm)) inStep = imm;
+  const lag = Math.max(0, (now - inStep) / 1000);
+  return outbox.backlog > 0 ? Math.max(lag, outbox.oldestAgeSeconds) : lag;
+}
+
+/** Outbox backlog on production (waiting sync jobs and the oldest one's age); zero when the outbox is not there. */
+export async function readOutbox(prodPool: pg.Pool): Promise<{ backlog: number; oldestAgeSeconds: number }> {
+  try {
+    const b = (await prodPool.query(OUTBOX_BACKLOG_SQL, [SYNC_TASKS])).rows[0];
+    return { backlog: Number(b.backlog), oldestAgeSeconds: Number(b.oldestAgeSeconds) };
+  } catch {
+    return { backlog: 0, oldestAgeSeconds: 0 };
+  }
 }
 
 const quote = (t: string) => t.split('.').map(quoteIdent).join('.');
@@ -96,26 +125,26 @@ export async function collectStatus(deps: AppDeps, opts: StatusOptions): Promise
     }
   }
   const prodCounts = await countRows(deps.prodPool, opts.tables).catch(() => new Map<string, number>());
+  const outbox = await readOutbox(deps.prodPool);
   const lastRun = runs.find((r) => r.mode === 'run' && r.status !== 'running');
   const tables: TableStatus[] = opts.tables.map((table) => {
     const st = states.find((s) => s.table === table);
     const p = prodCounts.get(table) ?? null;
     const s = stagingCounts.get(table) ?? null;
-    const lagSeconds = st?.lastEqualAt ? Math.max(0, (now - st.lastEqualAt.getTime()) / 1000) : null;
+    const lag = st ? lagSeconds(now, st, outbox) : null;
     const lagRows = p !== null && s !== null ? p - s : null;
-    const state = tileState({ stagingReachable: staging.reachable, lastRunStatus: lastRun?.status ?? null, lagSeconds, lagRows, intervalSeconds: opts.intervalSeconds });
-    return { table, productionRows: p, stagingRows: s, lagRows, lagSeconds, lastEqualAt: st?.lastEqualAt?.toISOString() ?? null, state };
+    const state = tileState({ stagingReachable: staging.reachable, lastRunStatus: lastRun?.status ?? null, lagSeconds: lag, lagRows, intervalSeconds: opts.intervalSeconds });
+    return {
+      table, productionRows: p, stagingRows: s, lagRows, lagSeconds: lag, lastEqualAt: st?.lastEqualAt?.toISOString() ?? null,
+      lastImmediateAt: st?.lastImmediateAt?.toISOString() ?? null, state,
+    };
   });
 
   const counter = await deps.metrics.immediateSyncTotal.get();
   const value = (result: string) => counter.values.find((v) => v.labels.result === result)?.value ?? 0;
-  let backlog = 0;
-  let oldestAgeSeconds = 0;
+  const { backlog, oldestAgeSeconds } = outbox;
   let recentFailures: SyncStatus['immediate']['recentFailures'] = [];
   try {
-    const b = (await deps.prodPool.query(OUTBOX_BACKLOG_SQL, [SYNC_TASKS])).rows[0];
-    backlog = b.backlog;
-    oldestAgeSeconds = b.oldestAgeSeconds;
     const f = await deps.prodPool.query(
       `SELECT updated_at, last_error, attempts FROM graphile_worker.jobs
         WHERE task_identifier = ANY($1::text[]) AND last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 10`, [SYNC_TASKS]);

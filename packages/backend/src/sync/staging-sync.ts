@@ -4,7 +4,7 @@
 // with the reconcile job: it reads the rows by key from production and applies them to staging in
 // one staging transaction, parents first, only when changed.
 import type pg from 'pg';
-import { syncKeys, type KeySyncResult } from '@elara/sync';
+import { syncKeys, type KeySyncResult, type TableConfig } from '@elara/sync';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import { describeError } from '../db/errors.ts';
@@ -16,10 +16,14 @@ export interface StagingSyncDeps {
   metrics: Metrics;
   /** statement_timeout for the engine's staging transaction. */
   statementTimeoutMs?: number;
+  /** The configured tables (elara-sync.yml): their transforms and row filters apply to immediate syncs too. */
+  tables?: TableConfig[];
 }
 
-const engineOptions = (deps: StagingSyncDeps) =>
-  (deps.statementTimeoutMs ? { statementTimeoutMs: deps.statementTimeoutMs } : {});
+const engineOptions = (deps: StagingSyncDeps) => ({
+  ...(deps.statementTimeoutMs ? { statementTimeoutMs: deps.statementTimeoutMs } : {}),
+  ...(deps.tables ? { tables: deps.tables } : {}),
+});
 
 export interface RegistrationRef {
   organizationId: string;

@@ -194,7 +194,9 @@ export async function startSyncWorker(deps: {
         // Test-only fault injection: die while holding the job's lock.
         if (config.failpoint === 'in_sync_job') process.kill(process.pid, 'SIGKILL');
         try {
-          await syncRegistrationToStaging({ prodPool, stagingPool, logger: deps.logger, metrics, statementTimeoutMs: config.staging.statementTimeoutMs }, ref);
+          await syncRegistrationToStaging({
+            prodPool, stagingPool, logger: deps.logger, metrics, statementTimeoutMs: config.staging.statementTimeoutMs, tables: [...config.syncConfig.tables],
+          }, ref);
         } catch (err) {
           if (isConnectivityError(err)) startProbe();
           throw err;
@@ -220,7 +222,7 @@ export async function startSyncWorker(deps: {
   logger.info({ concurrency: config.sync.concurrency }, '[DB Sync] outbox worker started');
   // Warm the engine's catalog (and check staging's schema) now, not on the first registration.
   syncKeys(prodPool, stagingPool, [{ table: 'Organization', keys: [] }, { table: 'User', keys: [] }],
-    { statementTimeoutMs: config.staging.statementTimeoutMs })
+    { statementTimeoutMs: config.staging.statementTimeoutMs, tables: [...config.syncConfig.tables] })
     .catch((err) => {
       logger.warn({ error: describeError(err) }, '[DB Sync] staging is not ready at start-up; sync jobs will retry');
       if (isConnectivityError(err)) startProbe();
