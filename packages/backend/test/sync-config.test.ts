@@ -1,0 +1,61 @@
+// One elara-sync.yml for the engine and the API: the immediate (registration) sync applies its
+// transforms and row filters, the same way a reconcile run does, and a bad file stops start-up
+// with a message naming the field.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runSync, verifySync } from '@elara/sync';
+import { loadConfig } from '../src/config.ts';
+import { createDatabases, json, registration, sql, startTestServer, waitFor, type Databases } from './helpers.ts';
+import type { RunningServer } from '../src/server.ts';
+
+const CONFIG = `tables:
+  - Organization
+  - name: User
+    transforms:
+      email: "'user_' || left(md5(email), 12) || '@example.invalid'"
+      passwordHash: "'redacted'"
+`;
+
+describe('elara-sync.yml in the backend', () => {
+  let dbs: Databases;
+  let server: RunningServer;
+  let dir: string;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'elara-sync-config-'));
+    writeFileSync(join(dir, 'elara-sync.yml'), CONFIG);
+    dbs = await createDatabases('backend_cfg');
+    server = await startTestServer({ DATABASE_URL: dbs.prod.url, STAGING_DATABASE_URL: dbs.staging.url, ELARA_SYNC_CONFIG: join(dir, 'elara-sync.yml') }, 'warn');
+  });
+  after(async () => {
+    await server?.close();
+    await dbs?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a registration reaches staging through the configured transforms; a reconcile with the same file finds nothing to change', async () => {
+    const res = await server.app.inject({ method: 'POST', url: '/api/v2/auth/register', headers: json, payload: registration() });
+    assert.equal(res.statusCode, 201, res.body);
+    const { user } = res.json();
+    const staged = await waitFor(async () => (await sql(dbs.staging.url, 'SELECT email, "passwordHash" FROM "User" WHERE id = $1', [user.id])).rows[0], 10_000, 20);
+    assert.match(staged.email, /^user_[0-9a-f]{12}@example\.invalid$/);
+    assert.equal(staged.passwordHash, 'redacted');
+    assert.equal((await sql(dbs.staging.url, `SELECT count(*)::int AS n FROM "User" WHERE email = $1`, [user.email])).rows[0].n, 0, 'the raw email never reached staging');
+    const cfg = loadConfig({ DATABASE_URL: dbs.prod.url, ELARA_SYNC_CONFIG: join(dir, 'elara-sync.yml') }).syncConfig;
+    const opts = { sourceUrl: dbs.prod.url, targetUrl: dbs.staging.url, tables: [...cfg.tables] };
+    const run = await runSync(opts);
+    assert.equal(run.error, undefined, run.error?.message);
+    for (const t of run.tables) assert.equal(t.inserted + t.updated + t.deleted, 0, `${t.table}: the immediate sync already wrote what the reconcile would`);
+    assert.equal((await verifySync(opts)).equal, true);
+  });
+
+  test('a config with a bad expression stops start-up naming the field', () => {
+    const bad = join(dir, 'bad.yml');
+    writeFileSync(bad, `tables:\n  - name: User\n    where: "true; DELETE FROM \\"User\\""\n`);
+    assert.throws(() => loadConfig({ DATABASE_URL: 'postgresql://x@127.0.0.1/db', ELARA_SYNC_CONFIG: bad }), /ELARA_SYNC_CONFIG [^]*tables\.0 \(User\)\.where has a ";"/);
+    assert.throws(() => loadConfig({ DATABASE_URL: 'postgresql://x@127.0.0.1/db', ELARA_SYNC_CONFIG: join(dir, 'missing.yml') }), /does not exist/);
+  });
+});
