@@ -187,7 +187,7 @@ describe('runDoctor', () => {
 
   test('a synced table missing on staging, and an FK to an unsynced table, fail', async () => {
     const r = await runDoctor({ sourceUrl: prod.url, targetUrl: staging.url, tables: ['User', 'public.Nope'] });
-    assert.match(check(r, 'tables present').detail, /Nope missing on production \(E_TABLE_MISSING\)/);
+    assert.match(check(r, 'tables present').detail, /Nope missing on production \(E_SCHEMA_MISMATCH\)/);
     const fk = check(r, 'fk order');
     assert.equal(fk.ok, false);
     assert.match(fk.detail, /User references Organization .* not synced/);

@@ -258,7 +258,7 @@ async function migrationsCheck(s: pg.Client, t: pg.Client, scrub: (m: string) =>
     return {
       name, ok: false,
       detail: `production has ${a.count} migrations (last ${short(a.lastHash)}), staging ${b.count} (last ${short(b.lastHash)})`,
-      hint: `migrate ${behind} to the same version before syncing (a column on one side only is E_COLUMN_MISMATCH): npm run db:migrate`,
+      hint: `migrate ${behind} to the same version before syncing (a column on one side only is E_SCHEMA_MISMATCH): npm run db:migrate`,
     };
   }
   return { name, ok: true, detail: `${a.count} migrations on both, last ${short(a.lastHash)}` };
@@ -284,7 +284,7 @@ async function tablesPresentCheck(s: pg.Client, t: pg.Client, tables: TableRef[]
       const r = await c.query<{ schema: string; name: string; present: boolean; has_pk: boolean }>(TABLES_SQL, args);
       for (const row of r.rows) {
         const label = row.schema === 'public' ? row.name : `${row.schema}.${row.name}`;
-        if (!row.present) problems.push(`${label} missing on ${role} (E_TABLE_MISSING)`);
+        if (!row.present) problems.push(`${label} missing on ${role} (E_SCHEMA_MISMATCH)`);
         else if (!row.has_pk) problems.push(`${label} has no primary key on ${role} (E_NO_PRIMARY_KEY)`);
       }
     }
