@@ -145,7 +145,10 @@ async function runScript(script: string, src: string, dst: string): Promise<{ ru
   };
 }
 
-interface ElaraTable { table: string; sourceRows: number; targetRows: number; inserted: number; updated: number; deleted: number; unchanged: number; conflicts: number; durationMs: number; error?: string }
+interface ElaraTable {
+  table: string; sourceRows: number; targetRows: number; inserted: number; updated: number; deleted: number; unchanged: number; conflicts: number; durationMs: number; error?: string;
+  checks?: { source: string; target: string; compared: string; sourceMs: number; targetMs: number };
+}
 interface ElaraJson { ok: boolean; skipped?: boolean; durationMs: number; tables: ElaraTable[]; error?: { code: string; message: string } }
 
 interface ElaraRun extends ToolRun {
@@ -385,7 +388,13 @@ function timeBreakdown(r: SizeResult): string[] {
     if (!e?.json) return [];
     const engine = e.json.durationMs / 1000;
     const tables = e.json.tables.map((t) => `${t.table} ${(t.durationMs / 1000).toFixed(2)} s`).join(', ');
-    return [`  elara ${step.padEnd(10)}: wall ${e.s.toFixed(2)} s = engine ${engine.toFixed(2)} s (${tables}) + start-up/connect/exit ${(e.s - engine).toFixed(2)} s; verify ${e.verify ? `${e.verify.s.toFixed(2)} s, exit ${e.verify.exitCode}` : 'not run'}; ${e.startup}`];
+    // What change detection cost on each side (staging's own row versions are checked too, so a
+    // change made behind the engine's back is found): per table, source / staging check seconds.
+    const checks = e.json.tables.map((t) => (t.checks
+      ? `${t.table} ${(t.checks.sourceMs / 1000).toFixed(2)}/${(t.checks.targetMs / 1000).toFixed(2)} s (${t.checks.source}/${t.checks.target}, compared ${t.checks.compared})`
+      : `${t.table} ?`)).join(', ');
+    return [`  elara ${step.padEnd(10)}: wall ${e.s.toFixed(2)} s = engine ${engine.toFixed(2)} s (${tables}) + start-up/connect/exit ${(e.s - engine).toFixed(2)} s; verify ${e.verify ? `${e.verify.s.toFixed(2)} s, exit ${e.verify.exitCode}` : 'not run'}; ${e.startup}`,
+      `    change detection, production/staging: ${checks}`];
   });
 }
 

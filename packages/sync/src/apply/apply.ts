@@ -32,6 +32,8 @@ export interface TableOutcome {
   /** Changes held back (and reported), with the first keys and why. */
   held: number;
   heldRows: HeldRow[];
+  /** Time spent in this table's apply statements. */
+  ms: number;
 }
 
 export interface ApplyOptions {
@@ -100,14 +102,16 @@ export async function applyStages(tx: pg.ClientBase, stages: Stage[], order: str
   const byId = new Map(stages.map((s) => [s.plan.id, s]));
   const sorted = order.map((id) => byId.get(id)).filter((s): s is Stage => Boolean(s));
   const counts = new Map<string, Counts>(sorted.map((s) => [s.plan.id, zero()]));
+  const spent = new Map<string, number>();
   let current: TablePlan | null = null;
   const run = async (s: Stage, sql: Sql | null): Promise<pg.QueryResult | null> => {
     if (!sql) return null;
     current = s.plan;
-    const t0 = debug ? Date.now() : 0;
+    const t0 = Date.now();
     const r = opts.prepare
       ? await tx.query({ name: `elara_${hashText(sql.text)}`, text: sql.text, values: sql.values })
       : await tx.query(sql.text, sql.values);
+    spent.set(s.plan.id, (spent.get(s.plan.id) ?? 0) + Date.now() - t0);
     if (debug) process.stderr.write(`[elara-sync] ${String(Date.now() - t0).padStart(6)} ms  ${s.plan.display}: ${sql.text.replace(/\s+/g, ' ').slice(0, 90)} → ${r.rowCount}\n`);
     return r;
   };
@@ -210,7 +214,7 @@ export async function applyStages(tx: pg.ClientBase, stages: Stage[], order: str
       const rows = held > 0 ? (await run(s, heldRows(s)))!.rows : [];
       out.set(s.plan.id, {
         inserted: c.i, updated: c.u + c.r, deleted: c.d, held,
-        heldRows: rows.map((r) => ({ key: r.key, reason: r.held })),
+        heldRows: rows.map((r) => ({ key: r.key, reason: r.held })), ms: spent.get(s.plan.id) ?? 0,
       });
     }
     return out;

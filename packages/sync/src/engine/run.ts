@@ -96,6 +96,8 @@ interface TableWork {
   stage: Stage | null;
   outcome: TableOutcome | null;
   started: number;
+  /** This table's own time so far (detection, copy), ms. */
+  ownMs: number;
   sourceClean: boolean;
   targetClean: boolean;
   checkMs: { source: number; target: number };
@@ -261,11 +263,12 @@ async function detectChanges(run: Run, plan: TablePlan, totals: { source: Total;
   const sourceClean = usable && state!.source !== null && sameTotal(state!.sourceTotal, totals.source);
   const work: TableWork = {
     plan, state, sourceTotal: totals.source, targetTotal: totals.target, fold, unchanged: false, buckets: state?.buckets ?? 256,
-    sourceFp: null, targetFp: null, scope: null, dirtyRows: 0, direct: false, rowsCopied: 0, stage: null, outcome: null, started,
+    sourceFp: null, targetFp: null, scope: null, dirtyRows: 0, direct: false, rowsCopied: 0, stage: null, outcome: null, started, ownMs: 0,
     sourceClean, targetClean, checkMs: { source: totals.sourceMs, target: totals.targetMs },
   };
   if (sourceClean && targetClean && fold.entries === 0) {
     work.unchanged = true;
+    work.ownMs += Date.now() - started;
     run.opts.onProgress?.({ kind: 'table-start', table: plan.display, rowsToCopy: 0, scope: 'none' });
     return work;
   }
@@ -298,6 +301,7 @@ async function detectChanges(run: Run, plan: TablePlan, totals: { source: Total;
     for (let b = 0; b < buckets; b++) if (bitmap[b >> 3]! & (1 << (b & 7))) work.dirtyRows += work.sourceFp.data[b * 3]!;
     if (!bitmap.some((x) => x !== 0)) work.scope = null;
   }
+  work.ownMs += Date.now() - started;
   const scopeName = work.scope === null ? 'none' : work.direct && !state?.trackedSince ? 'initial' : work.scope.kind === 'all' ? 'all' : 'changed';
   run.opts.onProgress?.({ kind: 'table-start', table: plan.display, rowsToCopy: work.scope ? work.dirtyRows : 0, scope: scopeName });
   return work;
@@ -307,6 +311,7 @@ async function detectChanges(run: Run, plan: TablePlan, totals: { source: Total;
 async function stageTable(run: Run, w: TableWork, index: number): Promise<void> {
   if (!w.scope) return;
   const { plan } = w;
+  const t0 = Date.now();
   if (!run.dryRun) await ensureTracking(run.target, plan, run);
   const localKeys = run.hasState ? LOCAL_KEYS : LOCAL_KEYS_DRY;
   const select = sourceSelect(plan, w.scope);
@@ -326,6 +331,7 @@ async function stageTable(run: Run, w: TableWork, index: number): Promise<void> 
     }
   } finally {
     stopPoll();
+    w.ownMs += Date.now() - t0;
   }
   mark(`${plan.display}: copied ${w.rowsCopied} rows${w.direct ? ' straight into the table' : ''}`);
 }
@@ -360,6 +366,8 @@ async function copyRows(run: Run, plan: TablePlan, select: string, copyIn: strin
 /** Results, and the new state: production's fingerprints (held buckets poisoned), staging's as the apply left them. */
 async function finishTable(run: Run, w: TableWork): Promise<TableRunResult> {
   const { plan } = w;
+  const t0 = Date.now();
+  const own = () => w.ownMs + (w.outcome?.ms ?? 0) + Date.now() - t0;
   const o = w.outcome;
   const result: TableRunResult = {
     table: plan.display, sourceRows: w.sourceTotal.rows, targetRows: w.targetTotal.rows,
@@ -380,7 +388,7 @@ async function finishTable(run: Run, w: TableWork): Promise<TableRunResult> {
   if (w.unchanged) {
     result.unchanged = w.sourceTotal.rows;
     if (!run.dryRun) await markUnchanged(run.target, plan.id, run.snapshotAt, run.runId, w.fold, w.targetTotal);
-    result.durationMs = Date.now() - w.started;
+    result.durationMs = own();
     return result;
   }
   let targetFp = w.targetFp!;
@@ -415,7 +423,7 @@ async function finishTable(run: Run, w: TableWork): Promise<TableRunResult> {
       equalAt: o && o.held > 0 ? null : run.snapshotAt, runId: run.runId, lastImmediateAt: w.fold.lastAt,
     });
   }
-  result.durationMs = Date.now() - w.started;
+  result.durationMs = own();
   mark(`${plan.display}: state stored`);
   return result;
 }
@@ -423,7 +431,7 @@ async function finishTable(run: Run, w: TableWork): Promise<TableRunResult> {
 function partialResult(w: TableWork): TableRunResult {
   return {
     table: w.plan.display, sourceRows: w.sourceTotal.rows, targetRows: w.targetTotal.rows, inserted: 0, updated: 0, deleted: 0,
-    unchanged: 0, conflicts: 0, durationMs: Date.now() - w.started,
+    unchanged: 0, conflicts: 0, durationMs: w.ownMs,
   };
 }
 
