@@ -32,19 +32,7 @@ const base = [
   },
 ];
 
-// packages/sync is being rewritten in parallel: its findings are warnings for now, so `npm run
-// lint` shows them (`npx eslint packages/sync` lists only those) without failing CI. Once they
-// are fixed, delete this block and they are errors like everywhere else.
-const syncAsWarnings = {
-  files: ['packages/sync/**'],
-  // The effective setting of each rule (later configs win), with errors turned into warnings.
-  rules: Object.fromEntries(Object.entries(Object.fromEntries(base.flatMap((c) => Object.entries(c.rules ?? {}))))
-    .filter(([, v]) => !['off', 0].includes(Array.isArray(v) ? v[0] : v))
-    .map(([name, v]) => [name, Array.isArray(v) ? ['warn', ...v.slice(1)] : 'warn'])),
-};
-
 export default [
   { ignores: ['**/node_modules/**', 'packages/sync/dist/**', 'test-artifacts/**', 'bench/results/**', '.elara/**'] },
   ...base,
-  syncAsWarnings,
 ];

@@ -34,7 +34,7 @@ export function scrubSecrets(message: string, urls: Array<string | undefined>): 
   let out = message;
   for (const url of urls) {
     if (!url) continue;
-    let password = '';
+    let password: string;
     try {
       password = new URL(url).password;
     } catch {

@@ -114,7 +114,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
   let run: Run | null = null;
   let runId: number | null = null;
   let order: string[] = [];
-  let works: TableWork[] = [];
+  const works: TableWork[] = [];
   let notes: string[] = [];
   try {
     source = await connect(opts.sourceUrl, 'source', 'elara-sync-reader');
