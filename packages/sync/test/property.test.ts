@@ -1,8 +1,13 @@
 // T17 of notes/reliability-security.md: a random interleaving of production writes, QA writes in
-// staging, library runs and SIGKILLed CLI runs always converges after one clean run: staging
-// equals production on every production row, every QA row survives untouched, and verifySync
-// reports equal. A second test pins down, deterministically, a case the property leaves out
-// (production reusing a unique value): see the ENGINE BUG message there.
+// staging, library runs and SIGKILLed CLI runs. After every run: no error, no FK orphan, and every
+// held row is explained by QA data. After one clean run: every QA row is untouched and staging
+// equals production on every row that is not held; once QA deletes its rows, one more run makes
+// staging exactly production and verifySync agrees. The hazards generated include QA rows with
+// settings-dependent keys inserted from non-UTC sessions, QA key updates, QA rows referencing
+// production rows through ON DELETE CASCADE / SET NULL, trigger-bypassing staging edits, values
+// that `=` calls equal but that differ, unique values reused (a lower(email) index) and swapped,
+// and a trigger on both sides that would rewrite updatedAt. A second test pins down, one by one,
+// production reusing a unique value.
 //
 // Knobs: PROP_RUNS (default 35), PROP_SEED (printed; fast-check prints seed and path on failure),
 // KEEP_TEST_DB=1.
@@ -17,10 +22,22 @@ import { runSync } from '@elara/sync';
 import { verifySync } from '../src/verify/verify.ts';
 import { SEED_LIKE_SCHEMA } from './helpers.ts';
 
+// The seed-like schema plus what the new hazards need: an expression unique index, a table with a
+// settings-dependent composite key and ON DELETE CASCADE to User, and a trigger on both sides (the
+// same migrations) that would rewrite updatedAt if it fired on the engine's writes.
+const SCHEMA = `${SEED_LIKE_SCHEMA};
+  CREATE UNIQUE INDEX user_email_lower ON "User" (lower(email));
+  CREATE TABLE "Event" (at timestamptz(3), seq int, "userId" uuid NOT NULL REFERENCES "User"(id) ON DELETE CASCADE, amount numeric, note text, PRIMARY KEY (at, seq));
+  CREATE INDEX ON "Event" ("userId");
+  CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW."updatedAt" := clock_timestamp(); RETURN NEW; END $$;
+  CREATE TRIGGER bump BEFORE UPDATE ON "User" FOR EACH ROW EXECUTE FUNCTION bump();`;
+const KEY: Record<string, string> = { Organization: 'id::text', User: 'id::text', Event: 'ROW(at, seq)::text' };
+const ZONES = ['Asia/Tokyo', 'America/Los_Angeles', 'Pacific/Chatham'];
+
 const CLI = fileURLToPath(new URL('../bin/elara-sync.js', import.meta.url));
 const RUNS = Number(process.env.PROP_RUNS ?? 35);
 const SEED = Number(process.env.PROP_SEED ?? Math.floor(Math.random() * 2 ** 31));
-const TABLES = [{ name: 'Organization' }, { name: 'User' }];
+const TABLES = [{ name: 'Organization' }, { name: 'User' }, { name: 'Event' }];
 
 
 
@@ -34,12 +51,15 @@ before(async () => {
   console.log(`# property test seed: PROP_SEED=${SEED}`);
   source = await createTestDatabase('sync_prop_src');
   target = await createTestDatabase('sync_prop_dst');
-  await sql(source.url, SEED_LIKE_SCHEMA);
-  await sql(target.url, SEED_LIKE_SCHEMA);
+  await sql(source.url, SCHEMA);
+  await sql(target.url, SCHEMA);
   src = new pg.Client({ connectionString: source.url });
   dst = new pg.Client({ connectionString: target.url, application_name: 'qa-session' });
   await src.connect();
   await dst.connect();
+  // The test reads keys as text in UTC; QA commands that need other settings set them locally.
+  await src.query(`SET TimeZone = 'UTC'`);
+  await dst.query(`SET TimeZone = 'UTC'`);
 });
 
 after(async () => {
@@ -67,6 +87,13 @@ type Cmd =
   | { k: 'InsertLocal'; kind: 'org' | 'user'; name: string; manager: boolean }
   | { k: 'EditTargetRow'; table: 'Organization' | 'User'; row: number; value: string | null }
   | { k: 'DeleteTargetRow'; user: number }
+  | { k: 'InsertEvent'; user: number; amount: string }
+  | { k: 'SameButDifferent'; row: number }
+  | { k: 'ReRegister'; user: number }
+  | { k: 'SwapEmails'; a: number; b: number }
+  | { k: 'QaEvent'; user: number; zone: number; qaUser: boolean }
+  | { k: 'QaKeyUpdate'; row: number }
+  | { k: 'BypassEdit'; table: 'Organization' | 'User' | 'Event'; row: number; del: boolean }
   | { k: 'Sync' }
   | { k: 'SyncKilled'; delayMs: number };
 
@@ -80,6 +107,13 @@ const cmd: fc.Arbitrary<Cmd> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ k: fc.constant('InsertLocal' as const), kind: fc.constantFrom('org', 'user' as const), name: text, manager: fc.boolean() }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('EditTargetRow' as const), table: fc.constantFrom('Organization', 'User' as const), row: pick, value: maybeText }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('DeleteTargetRow' as const), user: pick }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('InsertEvent' as const), user: pick, amount: fc.constantFrom('1.5', '2', '-0.25', '10.10') }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('SameButDifferent' as const), row: pick }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('ReRegister' as const), user: pick }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('SwapEmails' as const), a: pick, b: pick }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('QaEvent' as const), user: pick, zone: fc.nat({ max: ZONES.length - 1 }), qaUser: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('QaKeyUpdate' as const), row: pick }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('BypassEdit' as const), table: fc.constantFrom('Organization', 'User', 'Event' as const), row: pick, del: fc.boolean() }) },
   { weight: 3, arbitrary: fc.constant({ k: 'Sync' as const }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('SyncKilled' as const), delayMs: fc.nat({ max: 200 }) }) },
 );
@@ -90,6 +124,10 @@ interface World {
   prefix: string;
   qaOrgs: string[];
   qaUsers: string[];
+  /** QA events by key text (ROW(at, seq)::text in UTC). */
+  qaEvents: string[];
+  /** Every QA row as QA last wrote it ("Table key" → row text): runs must leave them so. */
+  qa: Map<string, string>;
   log: string[];
 }
 
@@ -130,13 +168,16 @@ async function syncOnce(label: string) {
   const r = await runSync({ sourceUrl: source.url, targetUrl: target.url, tables: TABLES });
   assert.equal(r.skipped, false, `${label}: skipped although no other run exists`);
   assert.equal(r.error, undefined, `${label}: run failed: ${r.error?.code} ${r.error?.message}`);
-  assert.equal(r.ok, true, `${label}: run not ok: ${JSON.stringify(r.tables)}`);
+  // Only QA data can hold a production change back here: QA events reference production users
+  // (ON DELETE CASCADE), and QA rows use unique values production never uses.
+  const held = r.tables.flatMap((t) => (t.held ?? []).map((h) => `${t.table} ${h.key}: ${h.reason}`));
+  for (const h of held) assert.match(h, /still referenced by rows of (User|Event)|needs a parent row|collides on unique index user_email_lower with a row that stays/, `${label}: unexpected hold: ${h}`);
   return r;
 }
 
 /** The CLI as a process, SIGKILLed `delayMs` after its writer connected to staging (or left to finish). */
 async function syncKilled(delayMs: number): Promise<string> {
-  const child = spawn(process.execPath, [CLI, 'run', '--json', '--from', source.url, '--to', target.url], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'run', '--json', '--from', source.url, '--to', target.url, '--tables', TABLES.map((t) => t.name).join(',')], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));
@@ -166,7 +207,8 @@ async function syncKilled(delayMs: number): Promise<string> {
 async function orphanCount(): Promise<number> {
   const r = await dst.query(`SELECT
       (SELECT count(*) FROM "User" u WHERE NOT EXISTS (SELECT 1 FROM "Organization" o WHERE o.id = u."organizationId"))
-    + (SELECT count(*) FROM "User" u WHERE u."managerId" IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "User" m WHERE m.id = u."managerId")) AS n`);
+    + (SELECT count(*) FROM "User" u WHERE u."managerId" IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "User" m WHERE m.id = u."managerId"))
+    + (SELECT count(*) FROM "Event" e WHERE NOT EXISTS (SELECT 1 FROM "User" u WHERE u.id = e."userId")) AS n`);
   return Number(r.rows[0].n);
 }
 
@@ -232,6 +274,7 @@ async function apply(w: World, c: Cmd): Promise<void> {
         await dst.query(`INSERT INTO "Organization" (id, name, "apiKey", "apiSecret", settings) VALUES ($1, $2, $3, 'qa', '{"qa":true}')`,
           [id, `QA ${c.name}`, `qa-key-${w.prefix}-${w.n}`]);
         w.qaOrgs.push(id);
+        w.qa.set(`Organization ${id}`, (await dst.query(`SELECT o::text AS row FROM "Organization" o WHERE id = $1`, [id])).rows[0].row);
         if (c.kind === 'org') return;
       }
       const id = uuid(w);
@@ -239,6 +282,7 @@ async function apply(w: World, c: Cmd): Promise<void> {
       await dst.query(`INSERT INTO "User" (id, email, "passwordHash", "lastName", bio, "organizationId", "managerId") VALUES ($1, $2, 'qa', $3, $3, $4, $5)`,
         [id, `qa${w.n}-${w.prefix}@qa.test`, c.name, w.qaOrgs[w.qaOrgs.length - 1], manager]);
       w.qaUsers.push(id);
+      w.qa.set(`User ${id}`, (await dst.query(`SELECT u::text AS row FROM "User" u WHERE id = $1`, [id])).rows[0].row);
       return;
     }
     case 'EditTargetRow': {
@@ -255,7 +299,102 @@ async function apply(w: World, c: Cmd): Promise<void> {
     case 'DeleteTargetRow': {
       // QA deletes a production user in staging (its reports get managerId NULL there): the next run restores it.
       const row = at(await ids(dst, 'User', w.qaUsers), c.user);
-      if (row) await dst.query(`DELETE FROM "User" WHERE id = $1`, [row]);
+      if (!row) return;
+      // Not one QA's events point at: the cascade would delete QA's own rows (QA's doing, not the engine's).
+      const qaRefs = (await dst.query(`SELECT count(*)::int AS n FROM "Event" WHERE "userId" = $1 AND ROW(at, seq)::text = ANY($2)`, [row, w.qaEvents])).rows[0].n;
+      if (qaRefs === 0) await dst.query(`DELETE FROM "User" WHERE id = $1`, [row]);
+      return;
+    }
+    case 'InsertEvent': {
+      const user = at(await ids(src, 'User'), c.user);
+      if (user) await src.query(`INSERT INTO "Event" VALUES ('2026-01-01 00:00:00+00'::timestamptz + $1 * interval '1.001 second', $1, $2, $3::numeric, 'prod')`, [++w.n, user, c.amount]);
+      return;
+    }
+    case 'SameButDifferent': {
+      // Equal by `=`, different stored values: numeric scale, jsonb numerics.
+      const ev = at((await src.query(`SELECT seq FROM "Event" ORDER BY seq`)).rows.map((x) => x.seq as number), c.row);
+      if (ev !== undefined) await src.query(`UPDATE "Event" SET amount = round(amount, 3 + seq % 3) WHERE seq = $1`, [ev]);
+      const org = at(await ids(src, 'Organization'), c.row);
+      if (org) await src.query(`UPDATE "Organization" SET settings = ('{"n": 1.0' || repeat('0', ($2::int % 3)) || '}')::jsonb WHERE id = $1`, [org, c.row]);
+      return;
+    }
+    case 'ReRegister': {
+      // GDPR erasure, then the same person registers again with their email in other letter case
+      // (the lower(email) index sees the same value) before the next run.
+      const u = (await src.query(`SELECT id::text, email, "organizationId"::text AS org FROM "User" ORDER BY id`)).rows;
+      const victim = at(u, c.user);
+      if (!victim) return;
+      await src.query('BEGIN');
+      await src.query(`UPDATE "User" SET "managerId" = NULL WHERE "managerId" = $1`, [victim.id]);
+      await src.query(`DELETE FROM "User" WHERE id = $1`, [victim.id]);
+      await src.query(`INSERT INTO "User" (id, email, "passwordHash", "organizationId") VALUES ($1, $2, 'p', $3)`, [uuid(w), victim.email.toUpperCase(), victim.org]);
+      await src.query('COMMIT');
+      return;
+    }
+    case 'SwapEmails': {
+      const u = (await src.query(`SELECT id::text, email FROM "User" ORDER BY id`)).rows;
+      const a = at(u, c.a);
+      const b = at(u, c.b);
+      if (!a || !b || a.id === b.id) return;
+      await src.query('BEGIN');
+      await src.query(`UPDATE "User" SET email = 'swap-' || id WHERE id = $1`, [a.id]);
+      await src.query(`UPDATE "User" SET email = $2 WHERE id = $1`, [b.id, a.email]);
+      await src.query(`UPDATE "User" SET email = $2 WHERE id = $1`, [a.id, b.email]);
+      await src.query('COMMIT');
+      return;
+    }
+    case 'QaEvent': {
+      // QA inserts an event in staging from a session in another time zone and date style,
+      // pointing at a production user (which production may erase later) or a QA user.
+      const users = c.qaUser ? w.qaUsers : await ids(dst, 'User', w.qaUsers);
+      const user = at(users, c.user);
+      if (!user) return;
+      const seq = 1_000_000 + ++w.n;
+      await dst.query('BEGIN');
+      await dst.query(`SET LOCAL TimeZone = '${ZONES[c.zone]}'; SET LOCAL DateStyle = 'German, DMY'; SET LOCAL IntervalStyle = 'sql_standard'`);
+      await dst.query(`INSERT INTO "Event" VALUES (now() - $1 * interval '1 minute', $1, $2, 1.10, 'qa')`, [seq, user]);
+      await dst.query('COMMIT');
+      const r = (await dst.query(`SELECT ROW(at, seq)::text AS k, e::text AS row FROM "Event" e WHERE seq = $1`, [seq])).rows[0];
+      w.qaEvents.push(r.k);
+      w.qa.set(`Event ${r.k}`, r.row);
+      return;
+    }
+    case 'QaKeyUpdate': {
+      // QA re-keys one of its own users; it must stay a QA row.
+      const old = at(w.qaUsers, c.row);
+      if (!old) return;
+      const id = uuid(w);
+      try {
+        await dst.query(`UPDATE "User" SET id = $2 WHERE id = $1`, [old, id]);
+      } catch {
+        return; // still referenced by a QA event or a managed QA user (NO ACTION): QA cannot re-key it
+      }
+      w.qaUsers[w.qaUsers.indexOf(old)] = id;
+      w.qa.delete(`User ${old}`);
+      w.qa.set(`User ${id}`, (await dst.query(`SELECT u::text AS row FROM "User" u WHERE id = $1`, [id])).rows[0].row);
+      return;
+    }
+    case 'BypassEdit': {
+      // A write that bypasses the tracking trigger (session_replication_role = replica) on a
+      // production row in staging: never recorded, so only staging's own row versions reveal it.
+      const exclude = c.table === 'User' ? w.qaUsers : c.table === 'Organization' ? w.qaOrgs : [];
+      const rows = c.table === 'Event'
+        ? (await dst.query(`SELECT ROW(at, seq)::text AS k FROM "Event" WHERE NOT (ROW(at, seq)::text = ANY($1)) ORDER BY 1`, [w.qaEvents])).rows.map((x) => x.k as string)
+        : await ids(dst, c.table, exclude);
+      const row = at(rows, c.row);
+      if (!row) return;
+      const where = c.table === 'Event' ? `ROW(at, seq)::text = $1` : `id::text = $1`;
+      const qaRefs = c.table === 'User'
+        ? (await dst.query(`SELECT count(*)::int AS n FROM "Event" WHERE "userId" = $1 AND ROW(at, seq)::text = ANY($2)`, [row, w.qaEvents])).rows[0].n : 0;
+      if (c.del && qaRefs > 0) return; // QA's own events would be orphaned by QA's bypass, not by the engine
+      await dst.query('BEGIN');
+      await dst.query(`SET LOCAL session_replication_role = replica`);
+      // A deleted user takes its events along (replica mode runs no FK action); QA's events on it stay.
+      if (c.del && c.table === 'User') await dst.query(`DELETE FROM "Event" WHERE "userId" = $1 AND NOT (ROW(at, seq)::text = ANY($2))`, [row, w.qaEvents]);
+      if (c.del && c.table !== 'Organization') await dst.query(`DELETE FROM "${c.table}" WHERE ${where}`, [row]);
+      else if (c.table === 'Event') await dst.query(`UPDATE "Event" SET note = 'bypassed' WHERE ${where}`, [row]);
+      else await dst.query(`UPDATE "${c.table}" SET name = 'bypassed' WHERE ${where}`.replace('name', c.table === 'User' ? '"lastName"' : 'name'), [row]);
+      await dst.query('COMMIT');
       return;
     }
     case 'Sync': {
@@ -270,19 +409,22 @@ async function apply(w: World, c: Cmd): Promise<void> {
 }
 
 async function reset(): Promise<void> {
-  await src.query(`TRUNCATE "User", "Organization" CASCADE`);
-  await dst.query(`TRUNCATE "User", "Organization" CASCADE`);
+  await src.query(`TRUNCATE "Event", "User", "Organization" CASCADE`);
+  await dst.query(`TRUNCATE "Event", "User", "Organization" CASCADE`);
   const hasState = (await dst.query(`SELECT to_regclass('elara_sync.table_state') IS NOT NULL AS e`)).rows[0].e;
-  if (hasState) await dst.query(`TRUNCATE elara_sync.table_state, elara_sync.local_rows, elara_sync.edits`);
+  if (hasState) {
+    await dst.query(`TRUNCATE elara_sync.table_state, elara_sync.local_keys, elara_sync.tombstones, elara_sync.vacated, elara_sync.target_log,
+      elara_sync.local_rows, elara_sync.edits`);
+  }
 }
 
 async function rowsById(c: pg.Client, table: string): Promise<Map<string, string>> {
-  const r = await c.query(`SELECT id::text AS id, t::text AS row FROM "${table}" t ORDER BY id`);
+  const r = await c.query(`SELECT ${KEY[table]} AS id, t::text AS row FROM "${table}" t ORDER BY 1`);
   return new Map(r.rows.map((x) => [x.id, x.row]));
 }
 
 let caseNo = 0;
-const stats = { cases: 0, commands: 0, syncs: 0, kills: 0, killedRunsFinished: 0, qaRows: 0, targetEdits: 0 };
+const stats = { cases: 0, commands: 0, syncs: 0, kills: 0, killedRunsFinished: 0, qaRows: 0, targetEdits: 0, held: 0, hazards: 0 };
 
 test('convergence property: random production writes, QA writes, runs and killed runs, then one clean run', async () => {
   const t0 = Date.now();
@@ -294,48 +436,61 @@ test('convergence property: random production writes, QA writes, runs and killed
         async (initial, cmds) => {
           await waitForSyncBackendsGone();
           await reset();
-          const w: World = { n: 0, prefix: (++caseNo).toString(16).padStart(8, '0'), qaOrgs: [], qaUsers: [], log: [] };
+          const w: World = { n: 0, prefix: (++caseNo).toString(16).padStart(8, '0'), qaOrgs: [], qaUsers: [], qaEvents: [], qa: new Map(), log: [] };
           for (let i = 0; i < initial.orgs; i++) await apply(w, { k: 'InsertOrg', name: `Org\t${i}\n`, settings: i % 2 ? null : '{"a":[1,"x\\ty"]}', users: 0 });
           for (let i = 0; i < initial.users; i++) await apply(w, { k: 'InsertUser', org: i, manager: i % 3 ? i - 1 : null, lastName: i % 4 ? `L\\${i}` : null, bio: 'b\nb', profile: null });
+          for (let i = 0; i < initial.users; i += 2) await apply(w, { k: 'InsertEvent', user: i, amount: '1.0' });
 
-          // QA rows as they are right after creation: they must come out of every run untouched.
-          const qa = new Map<string, string>();
           for (const [i, c] of cmds.entries()) {
             try {
               await apply(w, c);
             } catch (e) {
               throw new Error(`command ${i} ${JSON.stringify(c)} failed: ${(e as Error).message}`, { cause: e });
             }
-            if (c.k === 'InsertLocal') {
-              for (const table of ['Organization', 'User']) {
-                const r = await rowsById(dst, table);
-                for (const id of [...w.qaOrgs, ...w.qaUsers]) if (r.has(id) && !qa.has(id)) qa.set(id, r.get(id)!);
-              }
-            }
             if (c.k === 'Sync' || c.k === 'SyncKilled') assert.equal(await orphanCount(), 0, `FK orphans in staging after command ${i} ${c.k}`);
           }
 
-          await syncOnce('final clean Sync');
-          for (const table of ['Organization', 'User']) {
+          // Phase 1: one clean run. QA rows are exactly as QA left them; every production row that
+          // is not held back equals production.
+          const last = await syncOnce('final clean Sync');
+          const heldKeys = new Map(last.tables.map((t) => [t.table, new Set(t.conflictKeys ?? [])]));
+          const qaIds: Record<string, Set<string>> = { Organization: new Set(w.qaOrgs), User: new Set(w.qaUsers), Event: new Set(w.qaEvents) };
+          for (const table of ['Organization', 'User', 'Event']) {
             const [s, d] = await Promise.all([rowsById(src, table), rowsById(dst, table)]);
-            const qaIds = new Set(table === 'User' ? w.qaUsers : w.qaOrgs);
-            const prodInTarget = [...d].filter(([id]) => !qaIds.has(id));
-            assert.deepEqual(prodInTarget, [...s], `${table}: staging's production rows differ from production after a clean run`);
-            for (const id of qaIds) assert.equal(d.get(id), qa.get(id), `${table}: QA row ${id} was deleted or overwritten`);
+            const held = heldKeys.get(table) ?? new Set();
+            const prodInTarget = [...d].filter(([id]) => !qaIds[table]!.has(id) && !held.has(id));
+            assert.deepEqual(prodInTarget, [...s].filter(([id]) => !held.has(id)), `${table}: staging's production rows differ from production after a clean run`);
+            for (const id of qaIds[table]!) assert.equal(d.get(id), w.qa.get(`${table} ${id}`), `${table}: QA row ${id} was deleted or overwritten`);
           }
           assert.equal(await orphanCount(), 0, 'FK orphans in staging after the final run');
-          const v = await verifySync({ sourceUrl: source.url, targetUrl: target.url, tables: TABLES });
-          assert.equal(v.equal, true, `verifySync: ${JSON.stringify(v.tables)}`);
-          assert.equal(v.tables.find((t) => t.table === 'User')!.local, w.qaUsers.length, 'verify counts every QA user as staging-only');
-          assert.equal(v.tables.find((t) => t.table === 'Organization')!.local, w.qaOrgs.length, 'verify counts every QA organization as staging-only');
+          if (last.ok) {
+            const v = await verifySync({ sourceUrl: source.url, targetUrl: target.url, tables: TABLES });
+            assert.equal(v.equal, true, `verifySync: ${JSON.stringify(v.tables)}`);
+            assert.equal(v.tables.find((t) => t.table === 'User')!.local, w.qaUsers.length, 'verify counts every QA user as staging-only');
+            assert.equal(v.tables.find((t) => t.table === 'Organization')!.local, w.qaOrgs.length, 'verify counts every QA organization as staging-only');
+          }
 
+          // Phase 2: QA deletes its rows (triggers on, as QA would); one run makes staging exactly production.
+          await dst.query(`DELETE FROM "Event" WHERE ROW(at, seq)::text = ANY($1)`, [w.qaEvents]);
+          await dst.query(`DELETE FROM "User" WHERE id::text = ANY($1)`, [w.qaUsers]);
+          await dst.query(`DELETE FROM "Organization" WHERE id::text = ANY($1)`, [w.qaOrgs]);
+          const clean = await syncOnce('run after QA cleaned up');
+          assert.equal(clean.ok, true, `nothing may stay held once QA's rows are gone: ${JSON.stringify(clean.tables.map((t) => t.held))}`);
+          for (const table of ['Organization', 'User', 'Event']) {
+            const [s, d] = await Promise.all([rowsById(src, table), rowsById(dst, table)]);
+            assert.deepEqual([...d], [...s], `${table}: staging equals production once QA's rows are gone`);
+          }
+          assert.equal((await verifySync({ sourceUrl: source.url, targetUrl: target.url, tables: TABLES })).equal, true);
+
+          stats.held += last.tables.reduce((n, t) => n + t.conflicts, 0);
           stats.cases++;
           stats.commands += cmds.length;
           stats.syncs += cmds.filter((c) => c.k === 'Sync').length + 1;
           stats.kills += w.log.filter((x) => x === 'killed').length;
           stats.killedRunsFinished += w.log.filter((x) => x === 'finished').length;
-          stats.qaRows += w.qaOrgs.length + w.qaUsers.length;
-          stats.targetEdits += cmds.filter((c) => c.k === 'EditTargetRow' || c.k === 'DeleteTargetRow').length;
+          stats.qaRows += w.qaOrgs.length + w.qaUsers.length + w.qaEvents.length;
+          stats.targetEdits += cmds.filter((c) => c.k === 'EditTargetRow' || c.k === 'DeleteTargetRow' || c.k === 'BypassEdit').length;
+          stats.hazards += cmds.filter((c) => ['QaEvent', 'QaKeyUpdate', 'BypassEdit', 'SameButDifferent', 'ReRegister', 'SwapEmails'].includes(c.k)).length;
         },
       ),
       { numRuns: RUNS, seed: SEED, interruptAfterTimeLimit: 200_000, markInterruptAsFailure: false, includeErrorInReport: true },
@@ -345,7 +500,7 @@ test('convergence property: random production writes, QA writes, runs and killed
     throw e;
   }
   console.log(`# runs=${stats.cases} commands=${stats.commands} syncs=${stats.syncs} kills=${stats.kills} (+${stats.killedRunsFinished} finished before the kill) `
-    + `qa_rows=${stats.qaRows} staging_edits=${stats.targetEdits} counterexamples=0 seed=${SEED} (${Math.round((Date.now() - t0) / 1000)} s)`);
+    + `qa_rows=${stats.qaRows} staging_edits=${stats.targetEdits} new_hazards=${stats.hazards} held_in_final_runs=${stats.held} counterexamples=0 seed=${SEED} (${Math.round((Date.now() - t0) / 1000)} s)`);
 });
 
 // Production legitimately frees a unique value and reuses it before the next run: a GDPR erasure
