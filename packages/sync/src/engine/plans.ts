@@ -72,6 +72,19 @@ export async function validateOnSource(source: pg.ClientBase | pg.Pool, plans: T
 }
 
 /**
+ * Source queries go to production over the extended protocol, which takes exactly one statement.
+ * COPY (SELECT …) TO STDOUT cannot (pg-copy-streams sends a simple query), so the SELECT inside it
+ * is first parsed on its own this way, with LIMIT 0: the text COPY wraps is one statement.
+ */
+export async function sourceQuery(source: pg.ClientBase, text: string): Promise<pg.QueryResult> {
+  return source.query({ text, values: [], queryMode: 'extended' } as pg.QueryConfig);
+}
+
+export async function assertOneStatement(source: pg.ClientBase, select: string): Promise<void> {
+  await sourceQuery(source, `${select} LIMIT 0`);
+}
+
+/**
  * After production rejected a source query at run time (a transform that fails on some row, e.g.
  * a division by zero or a bad cast), finds which field it was: each transform and the filter is
  * evaluated alone over the same rows, on a fresh read-only connection.

@@ -15,7 +15,7 @@ import { ensureTracking } from '../state/tracking.ts';
 import { applyFold, foldTargetLog, markUnchanged, readStoredState, totalOf, writeState, type LogFold, type StoredState, type Total } from '../state/table-state.ts';
 import { finishRun, startRun } from '../state/runs.ts';
 import { connect, guardTarget, identify } from './connect.ts';
-import { compilePlans, findFailingField, validateOnSource } from './plans.ts';
+import { assertOneStatement, compilePlans, findFailingField, sourceQuery, validateOnSource } from './plans.ts';
 import { adjustSequences } from './sequences.ts';
 import { toSyncError } from './errors.ts';
 import { displayName } from '../catalog/introspect.ts';
@@ -220,7 +220,7 @@ async function readTotals(run: Run, plans: TablePlan[]): Promise<Map<string, { s
     const sourceWorker = async (c: pg.Client) => {
       for (let p = queue.shift(); p !== undefined; p = queue.shift()) {
         const t0 = Date.now();
-        const r = await c.query(sourceTotalSelect(p)).catch((e) => { throw toSyncError(e, 'source', p.display); });
+        const r = await sourceQuery(c, sourceTotalSelect(p)).catch((e) => { throw toSyncError(e, 'source', p.display); });
         sourceTotals.set(p.id, { t: { rows: Number(r.rows[0].n), text: r.rows[0].x }, ms: Date.now() - t0 });
       }
     };
@@ -276,8 +276,9 @@ async function detectChanges(run: Run, plan: TablePlan, totals: { source: Total;
   const sameBuckets = usable && buckets === state!.buckets;
   work.buckets = buckets;
   let t0 = Date.now();
-  work.sourceFp = sourceClean && sameBuckets ? state!.source! : await computeFingerprints(run.source, sourceFingerprintSelect(plan), buckets)
-    .catch((e) => { throw toSyncError(e, 'source', plan.display); });
+  work.sourceFp = sourceClean && sameBuckets ? state!.source!
+    : await assertOneStatement(run.source, sourceFingerprintSelect(plan)).then(() => computeFingerprints(run.source, sourceFingerprintSelect(plan), buckets))
+      .catch((e) => { throw toSyncError(e, 'source', plan.display); });
   work.checkMs.source += Date.now() - t0;
   t0 = Date.now();
   work.targetFp = targetClean && sameBuckets ? storedTarget!
@@ -338,6 +339,7 @@ async function stageTable(run: Run, w: TableWork, index: number): Promise<void> 
 
 /** Binary COPY from the source query into `copyIn` on the target; errors say which side failed (and which field, on the source). */
 async function copyRows(run: Run, plan: TablePlan, select: string, copyIn: string): Promise<number> {
+  await assertOneStatement(run.source, select).catch((e) => { throw toSyncError(e, 'source', plan.display); });
   const out = run.source.query(copyTo(`COPY (${select}) TO STDOUT (FORMAT binary)`));
   const into = run.target.query(copyFrom(copyIn));
   // The first stream to fail is the side that failed; the pipeline then destroys the other one.

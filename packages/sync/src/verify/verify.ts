@@ -5,7 +5,7 @@ import type { TableConfig, TablePlan } from '../plan/table-plan.ts';
 import { keyArray, keyLabel } from '../sql/statements.ts';
 import { LOCAL_KEYS } from '../sql/apply-statements.ts';
 import { connect, guardTarget, identify } from '../engine/connect.ts';
-import { compilePlans, validateOnSource } from '../engine/plans.ts';
+import { assertOneStatement, compilePlans, validateOnSource } from '../engine/plans.ts';
 import { SyncError } from '../errors.ts';
 import { describeDatabaseError } from '../engine/errors.ts';
 
@@ -67,8 +67,10 @@ export async function verifySync(opts: { sourceUrl: string; targetUrl: string; t
       const tmp = `_elara_verify_${i}`;
       await target.query(`CREATE TEMP TABLE ${tmp} (key text PRIMARY KEY, h text NOT NULL) ON COMMIT DROP`);
       const where = t.where ? ` WHERE (${t.where})` : '';
+      const select = `SELECT ${keyLabel(t, 's')}, ${rowHash(t, 'source')} FROM ${t.only}${t.id} s${where}`;
+      await assertOneStatement(source, select);
       await pipeline(
-        source.query(copyTo(`COPY (SELECT ${keyLabel(t, 's')}, ${rowHash(t, 'source')} FROM ${t.only}${t.id} s${where}) TO STDOUT`)),
+        source.query(copyTo(`COPY (${select}) TO STDOUT`)),
         target.query(copyFrom(`COPY ${tmp} (key, h) FROM STDIN`)),
       );
       const k = keyLabel(t, 't');
