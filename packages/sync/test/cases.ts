@@ -131,6 +131,7 @@ export async function runCase(c: Case): Promise<void> {
     const again = await runSync(opts);
     assert.equal(again.error, undefined, again.error?.message);
     for (const t of again.tables) assert.deepEqual([t.table, t.inserted, t.updated, t.deleted], [t.table, 0, 0, 0], 'the next run writes nothing');
+    for (const t of c.tables.map(nameOf)) assert.deepEqual(heldOf(again, t), heldOf(last, t), `${t}: the next run reports the same held rows (they are compared on every run)`);
     if (last.ok) {
       const v = await verifySync(opts);
       assert.equal(v.equal, true, `verify: ${JSON.stringify(v.tables)}`);

@@ -93,6 +93,17 @@ cases([
     },
   },
   {
+    name: 'production empties both tables while a QA row references one of its rows: held on every run, not forgotten',
+    schema: schema('ON DELETE CASCADE'), tables, source: SEED,
+    steps: [{
+      target: `INSERT INTO "User" (id, email, name, "organizationId") VALUES ('${qa(1)}', 'qa@x.test', 'QA', '${o(1)}')`,
+      source: `DELETE FROM "User"; DELETE FROM "Organization"`,
+    }],
+    local: { User: `email = 'qa@x.test'` },
+    equal: ['User'],
+    held: { Organization: [o(1)] },
+  },
+  {
     name: 'QA changes the key of its own row: still a QA row, kept',
     schema: schema(''), tables, source: SEED,
     steps: [

@@ -416,8 +416,9 @@ async function finishTable(run: Run, w: TableWork): Promise<TableRunResult> {
     let sourceTotal = w.sourceTotal;
     if (w.stage && o && o.held > 0) {
       for (const { b } of (await run.target.query(heldBuckets(w.stage, w.buckets).text)).rows) sourceFp.poison(b);
-      // A poisoned bucket makes the stored total differ too, so the next run looks again.
-      sourceTotal = { rows: sourceTotal.rows, text: '0' };
+      // The stored total must differ from any real one too, so the next run looks again (a row
+      // count of -1 can never match; a hash of 0 would match an empty table).
+      sourceTotal = { rows: -1, text: '0' };
     }
     await writeState(run.target, {
       id: plan.id, display: plan.display, configSig: plan.sig, source: sourceFp, target: targetFp, sourceTotal, targetTotal,
