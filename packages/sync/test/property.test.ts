@@ -200,7 +200,8 @@ async function syncKilled(delayMs: number): Promise<string> {
   const res = await exited;
   await waitForSyncBackendsGone();
   if (res.signal === 'SIGKILL') return 'killed';
-  assert.equal(res.code, 0, `a run that was not killed must exit 0: ${out}`);
+  // Not killed: exit 0, or 1 when it held rows back (QA data blocks them), never an error.
+  assert.ok(res.code === 0 || (res.code === 1 && !/"error":/.test(out)), `a run that was not killed must exit 0, or 1 for held rows: ${out}`);
   return 'finished';
 }
 
