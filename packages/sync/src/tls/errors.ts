@@ -5,9 +5,8 @@
 // never a key, a passphrase, a password or a certificate body.
 import type { TlsSettings } from './settings.ts';
 
+/** `reason`: the OpenSSL/Node code (SELF_SIGNED_CERT_IN_CHAIN, ERR_TLS_CERT_ALTNAME_INVALID, …) or ours (SERVER_NO_TLS, CONFIG, …). */
 export class DatabaseTlsError extends Error {
-  /** Stable, for code that only wants to know "this was TLS" (isTlsError). */
-  readonly code = 'E_TLS';
   constructor(message: string, readonly hint: string, readonly reason: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'DatabaseTlsError';
