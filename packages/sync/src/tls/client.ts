@@ -38,13 +38,14 @@ const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 4, 210, 22, 47]);
 /**
  * Asks the server whether it does TLS, as libpq's first message does. On 'S' the handshake is
  * completed and the socket closed cleanly, so the server logs nothing (a socket closed right after
- * 'S' would log "could not accept SSL connection: EOF detected"). Null when the server cannot be asked.
+ * 'S' would log "could not accept SSL connection: EOF detected"). When the server cannot be asked
+ * (refused, unreachable, timeout), the network error: the connection would fail the same way.
  */
-function probeTls(host: string, port: number, timeoutMs: number): Promise<boolean | null> {
+function probeTls(host: string, port: number, timeoutMs: number): Promise<boolean | Error> {
   return new Promise((resolve) => {
     let settled = false;
     const sock = net.connect({ host, port });
-    const finish = (v: boolean | null, s: net.Socket = sock) => {
+    const finish = (v: boolean | Error, s: net.Socket = sock) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -52,9 +53,10 @@ function probeTls(host: string, port: number, timeoutMs: number): Promise<boolea
       sock.destroy();
       resolve(v);
     };
-    const timer = setTimeout(() => finish(null), timeoutMs || 10_000);
+    const timer = setTimeout(() => finish(new Error('timeout expired')), timeoutMs || 10_000);
     timer.unref();
-    sock.on('error', () => finish(null));
+    sock.on('error', (err) => finish(err));
+    sock.once('close', () => finish(new Error('Connection terminated unexpectedly')));
     sock.once('connect', () => sock.write(SSL_REQUEST));
     sock.once('data', (b: Buffer) => {
       if (b[0] !== 0x53) { finish(false); return; } // 'N', or 'E' from a server that predates TLS
@@ -182,11 +184,13 @@ function clientClass(settings: TlsSettings, who: ConnectionLabel): typeof pg.Cli
       const known = offersTls.get(key);
       if (known && Date.now() - known.at < PROBE_TTL_MS) return start(known.tls, true);
       void probeTls(self.host, self.port, self._connectionTimeoutMillis ?? 0).then((offered) => {
-        // Not answered (refused, timeout): try TLS, the mode's first choice; the connect reports the error.
-        if (offered !== null) offersTls.set(key, { tls: offered, at: Date.now() });
+        // Not answered (refused, unreachable, timeout): the connection fails with that error, as it
+        // would have without the probe (ECONNREFUSED, ENOTFOUND, timeout: not a TLS problem).
+        if (offered instanceof Error) { callback(offered); return; }
+        offersTls.set(key, { tls: offered, at: Date.now() });
         // A pool whose connect timeout fired during the probe has destroyed the socket already.
         if (self.connection.stream.destroyed) { callback(new Error('timeout expired')); return; }
-        start(offered ?? true, offered !== null);
+        start(offered, true);
       });
     }
   };
