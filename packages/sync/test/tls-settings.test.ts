@@ -1,7 +1,7 @@
 // What each connection string (+ PGSSL* environment) means for TLS, as a table: libpq's sslmode
 // semantics, the environment variables, libpq's ~/.postgresql defaults, and the settings that are
 // refused with a reason. Pure: no database (tls.test.ts connects to a real TLS server).
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ import { createClient, loadTlsOptions, pgConfig } from '../src/tls/client.ts';
 
 // An empty HOME, so a developer's own ~/.postgresql cannot change the results.
 const home = mkdtempSync(join(tmpdir(), 'elara-tls-home-'));
+after(() => rmSync(home, { recursive: true, force: true }));
 const ENV = { HOME: home };
 const CA = join(home, 'ca.pem');
 writeFileSync(CA, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
