@@ -5,7 +5,7 @@
 // BENCH_PAUSE_MS (pause between registrations, default 0 = back to back; with a pause, the sync of
 // one registration does not overlap the next registration on this 2-core machine).
 import { createServer } from 'node:net';
-import pg from 'pg';
+import { createClient } from '@elara/sync';
 import { createTestDatabase, type TestDatabase } from '@elara/testkit';
 import { createLogger } from '../packages/backend/src/logger.ts';
 import { migrateDatabase } from '../packages/backend/src/db/migrate.ts';
@@ -44,13 +44,15 @@ async function main() {
     const staging = await mk('bench_reg_staging');
     for (const d of Object.values(prod)) await migrateDatabase(d.url, { outbox: true });
     await migrateDatabase(staging.url);
-    const admin = new pg.Client({ connectionString: staging.url });
+    const admin = createClient(staging.url);
     await admin.connect();
     await admin.query(`CREATE FUNCTION public.bench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN PERFORM pg_notify('bench_user', NEW.id::text); RETURN NEW; END $$;
-      CREATE TRIGGER bench_notify AFTER INSERT ON "User" FOR EACH ROW EXECUTE FUNCTION public.bench_notify();`);
+      CREATE TRIGGER bench_notify AFTER INSERT ON "User" FOR EACH ROW EXECUTE FUNCTION public.bench_notify();
+      -- The engine applies with session_replication_role = replica, where ordinary triggers do not fire.
+      ALTER TABLE "User" ENABLE ALWAYS TRIGGER bench_notify;`);
     const arrivals = new Map<string, number>();
-    const listener = new pg.Client({ connectionString: staging.url });
+    const listener = createClient(staging.url);
     listener.on('error', () => {});
     admin.on('error', () => {});
     await listener.connect();

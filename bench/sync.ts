@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
+import { createClient } from '@elara/sync';
 import { migrateDatabase } from '../packages/backend/src/db/migrate.ts';
 import { killAllChildren, runTimed, type TimedRun } from './lib/proc.ts';
 import { applyChangeSet, checkPropagation, countRows, exec, generateSource, orgCount, type ChangeSet, type Propagation } from './lib/sync-data.ts';
@@ -432,7 +432,8 @@ function gitInfo(): { head: string; dirty: string[] } {
 }
 
 async function serverVersion(): Promise<string> {
-  const c = new pg.Client({ connectionString: ADMIN_URL });
+  // TLS as BENCH_ADMIN_URL says (sslmode, sslrootcert), like every connection of the project.
+  const c = createClient(ADMIN_URL);
   await c.connect();
   try {
     return (await c.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;

@@ -1,9 +1,10 @@
 // Generated production data in the seed's schema (Organization, User), the benchmark's change set,
 // and the checks that tell whether a target picked the change set up.
-import pg from 'pg';
+import type pg from 'pg';
+import { createClient } from '@elara/sync';
 
 async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: url });
+  const c = createClient(url);
   await c.connect();
   try {
     return await fn(c);

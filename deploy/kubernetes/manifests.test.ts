@@ -7,7 +7,8 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { CronJob } from 'kubernetes-models/batch/v1';
-import { Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
+import { ConfigMap, Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
+import { resolveTlsSettings } from '@elara/sync';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { buildKustomization, here, podTemplates, readYamlDocuments, type K8sObject } from './kustomize.ts';
 
@@ -19,6 +20,7 @@ const MODELS: Record<string, new (data: any) => { validate(): void }> = {
   'apps/v1/Deployment': Deployment,
   'batch/v1/CronJob': CronJob,
   'v1/Secret': Secret,
+  'v1/ConfigMap': ConfigMap,
   'v1/Service': Service,
   'v1/ServiceAccount': ServiceAccount,
   'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
@@ -59,6 +61,7 @@ function containers(o: K8sObject): Array<Record<string, any>> {
 }
 
 const secretExample = readYamlDocuments(join(here, 'secret.example.yaml')) as K8sObject[];
+const caExample = readYamlDocuments(join(here, 'db-ca.example.yaml')) as K8sObject[];
 
 describe('every manifest parses and matches the Kubernetes schemas', () => {
   test('all YAML files parse without errors or warnings', () => {
@@ -259,6 +262,54 @@ describe('secrets', () => {
         }
       }
     }
+  });
+});
+
+describe('TLS to the databases: the CA reaches the pods as a file that sslrootcert names', () => {
+  const CA_DIR = '/etc/elara/db-ca';
+  const workloads = (env: typeof OVERLAYS[number]) => [find(built[env], 'Deployment', 'elara-backend'), find(built[env], 'CronJob', 'elara-sync')];
+
+  for (const env of OVERLAYS) {
+    test(`${env}: the backend and the sync job mount ConfigMap elara-db-ca read-only at ${CA_DIR}, without subPath`, () => {
+      for (const o of workloads(env)) {
+        const [pod] = podTemplates(o);
+        const vol = pod!.spec.volumes.find((v: any) => v.name === 'db-ca');
+        assert.ok(vol, `${o.kind} ${o.metadata.name}: a db-ca volume`);
+        assert.equal(vol.configMap?.name, 'elara-db-ca');
+        assert.equal(vol.configMap?.optional, undefined, 'not optional: no CA, no verified connection');
+        assert.deepEqual(vol.configMap.items, [{ key: 'ca.crt', path: 'ca.crt' }]);
+        for (const c of containers(o)) {
+          const m = c.volumeMounts.find((x: any) => x.name === 'db-ca');
+          assert.ok(m, `${c.name} mounts db-ca`);
+          assert.equal(m.mountPath, CA_DIR);
+          assert.equal(m.readOnly, true);
+          // A subPath mount never sees an updated ConfigMap: rotation would need a restart.
+          assert.equal(m.subPath, undefined);
+          assert.equal(c.env.find((e: any) => e.name === 'NODE_ENV')?.value, 'production', `${o.kind}: NODE_ENV=production refuses plaintext`);
+        }
+      }
+    });
+  }
+
+  test('every database URL of the Secret example is verify-full with sslrootcert at the mounted file; the ConfigMap example has that key', () => {
+    const [cm, ...more] = caExample;
+    assert.equal(more.length, 0);
+    assert.equal(cm!.kind, 'ConfigMap');
+    assert.equal(cm!.metadata.name, 'elara-db-ca');
+    assert.match(cm!.data['ca.crt'], /-----BEGIN CERTIFICATE-----[\s\S]*REPLACE_ME[\s\S]*-----END CERTIFICATE-----/);
+    let urls = 0;
+    for (const s of secretExample) {
+      for (const [k, v] of Object.entries(s.stringData as Record<string, string>)) {
+        if (!/url/.test(k)) continue;
+        urls++;
+        // Read as the backend and elara-sync read it.
+        const tls = resolveTlsSettings(v, {});
+        assert.equal(tls.mode, 'verify-full', `${s.metadata.name}.${k}`);
+        assert.equal(tls.verify, 'full');
+        assert.equal(tls.rootCert, `${CA_DIR}/ca.crt`, `${s.metadata.name}.${k} names the mounted CA file`);
+      }
+    }
+    assert.equal(urls, 4);
   });
 });
 

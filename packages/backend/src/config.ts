@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
-import { loadConfig as loadSyncConfig, parseDuration, type SyncConfig } from '@elara/sync';
+import { applyTlsEnv, loadConfig as loadSyncConfig, loadTlsOptions, parseDuration, plaintextRisk, resolveTlsSettings, type SyncConfig, type TlsSettings } from '@elara/sync';
 
 const bool = z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true');
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
@@ -53,15 +53,40 @@ const envSchema = z.object({
   RECONCILE_EXPECTED_INTERVAL: duration.default('5m'),
   /** Embedded default only: the status API and /sync page need no token from 127.0.0.1. */
   STATUS_OPEN_ON_LOOPBACK: bool.default(false),
+  /** NODE_ENV=production: allow a database URL that reaches a host on the network without TLS. */
+  DB_ALLOW_PLAINTEXT: bool.default(false),
 }).superRefine((env, ctx) => {
   if (env.NODE_ENV === 'production' && !env.JWT_SECRET) {
     ctx.addIssue({ code: 'custom', path: ['JWT_SECRET'], message: 'is required when NODE_ENV=production' });
   }
 });
 
+/**
+ * The TLS settings of each database URL, checked here so a bad sslmode, a missing CA file or (in
+ * production) plaintext over the network stops the start with the other configuration errors.
+ * Messages name the TLS parameters and files, never the host, user or password.
+ */
+function checkTls(key: 'DATABASE_URL' | 'STAGING_DATABASE_URL', url: string, env: NodeJS.ProcessEnv, production: boolean, allowPlaintext: boolean, issues: string[]): TlsSettings | null {
+  try {
+    const settings = resolveTlsSettings(url, env);
+    loadTlsOptions(settings); // reads the CA, certificate and key files now, to name a missing one at start-up
+    const risk = production && !allowPlaintext ? plaintextRisk(url, env) : null;
+    if (risk) issues.push(`${key} ${risk}; NODE_ENV=production refuses that: use sslmode=verify-full&sslrootcert=<the server's CA file>, or set DB_ALLOW_PLAINTEXT=true on a network you trust`);
+    return settings;
+  } catch (err) {
+    const e = err as Error & { hint?: string };
+    issues.push(`${key} ${e.message}${e.hint ? ` (${e.hint})` : ''}`);
+    return null;
+  }
+}
+
 export interface Config {
+  /** With PGSSL* folded in as URL parameters, so every consumer (pools, the reconcile) reads the same TLS settings. */
   readonly databaseUrl: string;
   readonly stagingDatabaseUrl: string | null;
+  /** NODE_ENV=production. */
+  readonly isProduction: boolean;
+  readonly tls: { readonly production: TlsSettings; readonly staging: TlsSettings | null; readonly allowPlaintext: boolean };
   readonly port: number;
   readonly host: string;
   readonly logLevel: string;
@@ -107,10 +132,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   } catch (err) {
     throw new ConfigError([`ELARA_SYNC_CONFIG ${(err as Error).message}`]);
   }
+  const production = e.NODE_ENV === 'production';
+  const tlsIssues: string[] = [];
+  const databaseUrl = applyTlsEnv(e.DATABASE_URL, cleaned);
+  const stagingDatabaseUrl = e.STAGING_DATABASE_URL ? applyTlsEnv(e.STAGING_DATABASE_URL, cleaned) : null;
+  const prodTls = checkTls('DATABASE_URL', databaseUrl, cleaned, production, e.DB_ALLOW_PLAINTEXT, tlsIssues);
+  const stagingTls = stagingDatabaseUrl ? checkTls('STAGING_DATABASE_URL', stagingDatabaseUrl, cleaned, production, e.DB_ALLOW_PLAINTEXT, tlsIssues) : null;
+  if (tlsIssues.length > 0) throw new ConfigError(tlsIssues);
   const secret = e.JWT_SECRET ?? randomBytes(32).toString('base64url');
   const config: Config = {
-    databaseUrl: e.DATABASE_URL,
-    stagingDatabaseUrl: e.STAGING_DATABASE_URL ?? null,
+    databaseUrl,
+    stagingDatabaseUrl,
+    isProduction: production,
+    tls: Object.freeze({ production: prodTls!, staging: stagingTls, allowPlaintext: e.DB_ALLOW_PLAINTEXT }),
     port: e.PORT,
     host: e.HOST,
     logLevel: e.LOG_LEVEL,

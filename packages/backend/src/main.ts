@@ -3,9 +3,8 @@
 // both, marks production, then starts the API, the outbox worker and the reconcile loop
 // (`elara-sync run` every 5 minutes, in-process) and prints a curl to try.
 import { mkdirSync, writeFileSync } from 'node:fs';
-import pg from 'pg';
 import { fileURLToPath } from 'node:url';
-import { quoteIdent } from '@elara/sync';
+import { createClient, quoteIdent } from '@elara/sync';
 import { EmbeddedPostgresError, ensureDatabase, startEmbeddedPostgres, type EmbeddedPostgresHandle } from './db/embedded.ts';
 import { markProduction, migrateDatabase } from './db/migrate.ts';
 import { ConfigError } from './config.ts';
@@ -22,7 +21,7 @@ process.on('unhandledRejection', (reason) => {
 });
 
 async function allowConnections(adminUrl: string, database: string): Promise<void> {
-  const c = new pg.Client({ connectionString: adminUrl });
+  const c = createClient(adminUrl);
   await c.connect();
   try {
     await c.query(`ALTER DATABASE ${quoteIdent(database)} ALLOW_CONNECTIONS true`);
@@ -88,7 +87,8 @@ try {
   } else if ((err as { code?: string }).code === 'EADDRINUSE') {
     say(`${(err as Error).message}: the port is taken; set PORT to another one (e.g. PORT=3001 npm start)`);
   } else {
-    say(`start-up failed: ${(err as Error).message}`);
+    const hint = (err as { hint?: unknown }).hint;
+    say(`start-up failed: ${(err as Error).message}${typeof hint === 'string' ? `; what to do: ${hint}` : ''}`);
   }
   await embedded?.stop().catch(() => {});
   process.exit(1);

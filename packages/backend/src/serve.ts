@@ -7,6 +7,7 @@ import { startServer } from './server.ts';
 try {
   await startServer();
 } catch (err) {
-  process.stderr.write(`[elara] ${err instanceof ConfigError ? err.message : `start-up failed: ${(err as Error).message}`}\n`);
+  const hint = (err as { hint?: unknown }).hint;
+  process.stderr.write(`[elara] ${err instanceof ConfigError ? err.message : `start-up failed: ${(err as Error).message}${typeof hint === 'string' ? `; what to do: ${hint}` : ''}`}\n`);
   process.exit(1);
 }

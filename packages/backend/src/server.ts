@@ -12,7 +12,7 @@ import { createProdPool, createStagingPool } from './db/pools.ts';
 import { migrateOutbox } from './db/migrate.ts';
 import { OUTBOX_BACKLOG_SQL, SYNC_TASKS } from './sync/outbox.ts';
 import { startSyncWorker, type SyncWorker } from './sync/worker.ts';
-import { redactUrl, startReconcileLoop, type ReconcileLoop } from '@elara/sync';
+import { describeTls, encrypts, plaintextRisk, redactUrl, startReconcileLoop, type ReconcileLoop } from '@elara/sync';
 import { collectStatus, readOutbox, statusRoutes } from './ops/status.ts';
 import { describeError } from './db/errors.ts';
 import { registerReconcileMetrics } from './ops/reconcile-metrics.ts';
@@ -41,6 +41,24 @@ export interface StartServerOptions extends BuildAppOptions {
   afterClose?: () => Promise<void>;
 }
 
+/**
+ * One line per database saying what its TLS checks, and in production a warning for each URL that
+ * DB_ALLOW_PLAINTEXT lets through in plaintext, or that encrypts without authenticating the server.
+ */
+function logTlsAtStartup(config: Config, logger: Logger): void {
+  const sides = [['production', 'DATABASE_URL', config.databaseUrl, config.tls.production], ['staging', 'STAGING_DATABASE_URL', config.stagingDatabaseUrl, config.tls.staging]] as const;
+  for (const [side, key, url, settings] of sides) {
+    if (!url || !settings) continue;
+    logger.info({ database: side, tls: describeTls(settings) }, `${side} database TLS: ${describeTls(settings)}`);
+    if (!config.isProduction) continue;
+    const risk = plaintextRisk(url);
+    if (risk) logger.warn({ database: side }, `${key} ${risk}; allowed only because DB_ALLOW_PLAINTEXT=true`);
+    else if (encrypts(settings) && settings.verify === 'none') {
+      logger.warn({ database: side }, `${key} uses sslmode=${settings.mode} without a CA: encrypted, but the server is not authenticated; add sslrootcert and sslmode=verify-full`);
+    }
+  }
+}
+
 export async function startServer(opts: StartServerOptions = {}): Promise<RunningServer> {
   const config = loadConfig(opts.env ?? process.env);
   const logger = opts.logger ?? createLogger(config.logLevel);
@@ -48,6 +66,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
     logger.warn('JWT_SECRET is not set: generated a random signing key for this process; tokens stop working at restart. Set JWT_SECRET (≥ 32 random bytes) in any shared deployment.');
   }
   if (config.failpoint) logger.warn({ failpoint: config.failpoint }, 'ELARA_FAILPOINT is set: this process will kill itself on purpose (tests only)');
+  logTlsAtStartup(config, logger);
 
   const prodPool = createProdPool(config, logger);
   const stagingPool = config.stagingDatabaseUrl ? createStagingPool(config.stagingDatabaseUrl, config, logger) : null;
@@ -74,7 +93,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
     await stagingPool?.end().catch(() => {});
   };
   try {
-    await migrateOutbox(config.databaseUrl);
+    await migrateOutbox(config.databaseUrl, { label: 'production', setting: 'DATABASE_URL' });
     metrics.setOutboxProbe(async () => {
       const { rows } = await prodPool.query<{ backlog: number; oldestAgeSeconds: number }>(OUTBOX_BACKLOG_SQL, [SYNC_TASKS]);
       return rows[0]!;

@@ -14,3 +14,8 @@ export { withTransaction } from './engine/transaction.ts';
 export { quoteIdent } from './catalog/introspect.ts';
 export { runDoctor, formatDoctorReport, type DoctorResult, type DoctorCheck } from './doctor/index.ts';
 export type { TableConfig, TablePlan } from './plan/table-plan.ts';
+// Every PostgreSQL connection of the project (backend pools, worker, migrations, engine, doctor):
+// libpq's sslmode semantics, PGSSL* variables, clear TLS errors (docs/operations.md#tls).
+export { createClient, createPool, pgConfig, tlsStatus, loadTlsOptions, type ConnectOptions, type TlsStatus } from './tls/client.ts';
+export { resolveTlsSettings, applyTlsEnv, describeTls, plaintextRisk, refusedInProduction, allowsPlaintext, isLoopbackHost, encrypts, TlsConfigError, type TlsSettings, type SslMode } from './tls/settings.ts';
+export { DatabaseTlsError, isTlsError } from './tls/errors.ts';

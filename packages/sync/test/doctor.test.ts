@@ -68,17 +68,18 @@ describe('runDoctor', () => {
     assert.deepEqual(failedNames(r), [], formatDoctorReport(r));
     assert.equal(r.ok, true);
     assert.deepEqual(r.checks.map((c) => c.name), [
-      'production url set', 'staging url set', 'production reachable', 'staging reachable',
+      'production url set', 'staging url set', 'production reachable', 'staging reachable', 'production tls', 'staging tls',
       'distinct databases', 'migrations applied', 'tables present', 'fk order', 'table plans',
       'apply without staging triggers', 'last reconcile',
       'immediate sync failures (1h)', 'row count Organization', 'row count User',
     ]);
-    assert.match(check(r, 'production reachable').detail, /ssl (on|off)/);
+    // The local test server has ssl = off; plaintext to this machine passes (tls.test.ts covers TLS).
+    assert.match(check(r, 'production tls').detail, /^off \(sslmode=prefer, the default, and the server does not offer TLS\); 127\.0\.0\.1 is this machine/);
     assert.match(check(r, 'fk order').detail, /Organization → User/);
     assert.match(check(r, 'fk order').detail, /self-references: User/);
     assert.match(check(r, 'last reconcile').detail, /last success #2 6\d s ago/);
     assert.match(check(r, 'row count User').detail, /production 2, staging 2/);
-    assert.match(formatDoctorReport(r), /^all 14 checks passed$/m);
+    assert.match(formatDoctorReport(r), /^all 16 checks passed$/m);
   });
 
   test('missing URLs fail with the variable to set, and nothing throws', async () => {

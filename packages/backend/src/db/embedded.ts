@@ -17,8 +17,7 @@ import { chownSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFi
 import { createServer } from 'node:net';
 import { arch, platform } from 'node:os';
 import { dirname, join } from 'node:path';
-import pg from 'pg';
-import { quoteIdent } from '@elara/sync';
+import { createClient, quoteIdent } from '@elara/sync';
 
 export interface EmbeddedPostgresHandle {
   port: number;
@@ -193,7 +192,7 @@ export async function startEmbeddedPostgres(wantedDataDir: string, log: (msg: st
 }
 
 export async function ensureDatabase(adminUrl: string, name: string): Promise<void> {
-  const c = new pg.Client({ connectionString: adminUrl });
+  const c = createClient(adminUrl);
   await c.connect();
   try {
     const { rowCount } = await c.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);

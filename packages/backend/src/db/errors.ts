@@ -13,10 +13,12 @@ export interface LoggedError {
   table?: string;
   column?: string;
   constraint?: string;
+  /** What to do, for errors that carry one (TLS failures: which setting, which file). */
+  hint?: string;
   cause?: LoggedError;
 }
 
-import { scrubSecrets } from '@elara/sync';
+import { isTlsError, scrubSecrets } from '@elara/sync';
 
 const SQLSTATE = /^[0-9A-Z]{5}$/;
 
@@ -36,6 +38,8 @@ export function describeError(err: unknown, depth = 0): LoggedError {
   const e = err as Error & { code?: unknown; table?: unknown; column?: unknown; constraint?: unknown };
   const code = typeof e.code === 'string' ? e.code : undefined;
   const out: LoggedError = { type: e.name, ...(code ? { code } : {}), message: safeMessage(e, code) };
+  const hint = (e as { hint?: unknown }).hint;
+  if (typeof hint === 'string') out.hint = scrubSecrets(hint, []);
   if (code && SQLSTATE.test(code)) {
     for (const k of ['table', 'column', 'constraint'] as const) if (typeof e[k] === 'string') out[k] = e[k] as string;
   }
@@ -60,6 +64,8 @@ export function isUnavailable(err: unknown, depth = 0): boolean {
   if (typeof code === 'string' && (UNAVAILABLE_CODES.has(code) || code.startsWith('08'))) return true;
   // pg-pool and pg raise these without a code.
   if (/timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED/i.test(err.message)) return true;
+  // TLS failing (a certificate or CA rotated on one side only) makes production unreachable, not a bug.
+  if (isTlsError(err)) return true;
   if (err instanceof AggregateError && err.errors.some((x) => isUnavailable(x, depth + 1))) return true;
   return isUnavailable(err.cause, depth + 1);
 }

@@ -1,16 +1,18 @@
-import pg from 'pg';
+import type pg from 'pg';
+import { createPool } from '@elara/sync';
 import type { Config } from '../config.ts';
 import type { Logger } from '../logger.ts';
 
+// TLS comes from the URL (sslmode, sslrootcert, …) through @elara/sync's createPool, as for every
+// connection of the project.
 export function createProdPool(config: Config, logger: Logger): pg.Pool {
-  const pool = new pg.Pool({
-    connectionString: config.databaseUrl,
+  const pool = createPool(config.databaseUrl, {
     max: config.dbPoolMax,
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 60_000,
     keepAlive: true,
     application_name: 'elara-backend',
-  });
+  }, { label: 'production', setting: 'DATABASE_URL' });
   // An idle client losing its connection must not crash the process.
   pool.on('error', (err) => logger.error({ error: { message: err.message, code: (err as { code?: string }).code } }, 'production pool: idle client error'));
   // graphile-worker holds a LISTEN client from this pool; a dropped connection must not throw.
@@ -24,8 +26,7 @@ export function createProdPool(config: Config, logger: Logger): pg.Pool {
  */
 export function createStagingPool(url: string, config: Config, logger: Logger): pg.Pool {
   const { connectTimeoutMs, statementTimeoutMs } = config.staging;
-  const pool = new pg.Pool({
-    connectionString: url,
+  const pool = createPool(url, {
     max: Math.max(2, config.sync.concurrency + 1),
     connectionTimeoutMillis: connectTimeoutMs,
     keepAlive: true,
@@ -35,7 +36,7 @@ export function createStagingPool(url: string, config: Config, logger: Logger): 
     // Client-side bound too, for a peer that stops answering without closing the socket.
     query_timeout: statementTimeoutMs + 2000,
     application_name: 'elara-backend-staging-sync',
-  });
+  }, { label: 'staging', setting: 'STAGING_DATABASE_URL' });
   pool.on('error', (err) => logger.warn({ error: { message: err.message, code: (err as { code?: string }).code } }, 'staging pool: idle client error'));
   pool.on('connect', (client) => client.on('error', () => {}));
   return pool;

@@ -4,7 +4,7 @@
 // with the reconcile job: it reads the rows by key from production and applies them to staging in
 // one staging transaction, parents first, only when changed.
 import type pg from 'pg';
-import { syncKeys, type KeySyncResult, type TableConfig } from '@elara/sync';
+import { isTlsError, syncKeys, type KeySyncResult, type TableConfig } from '@elara/sync';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import { describeError } from '../db/errors.ts';
@@ -91,6 +91,9 @@ export function isConnectivityError(err: unknown, depth = 0): boolean {
   // and waiting jobs sit out their exponential backoff after staging is back.
   if (code === '55000' && (err as { severity?: unknown }).severity === 'FATAL') return true;
   if (/timeout|timed out|Connection terminated|connect ECONNREFUSED|socket hang up/i.test(err.message)) return true;
+  // A TLS failure (e.g. staging's certificate rotated before the CA file was): the recovery probe
+  // keeps trying, and the CA file is read again for each connection, so the fix needs no restart.
+  if (isTlsError(err)) return true;
   if (err instanceof AggregateError) return err.errors.some((e) => isConnectivityError(e, depth + 1));
   return isConnectivityError(err.cause, depth + 1);
 }

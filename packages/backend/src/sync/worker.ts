@@ -17,7 +17,7 @@ import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { z } from 'zod';
 import { Logger as GraphileLogger, makeWorkerUtils, run, type Runner, type WorkerEvents, type WorkerUtils } from 'graphile-worker';
-import { syncKeys } from '@elara/sync';
+import { createClient, createPool, syncKeys } from '@elara/sync';
 import type { Config } from '../config.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
@@ -61,14 +61,14 @@ export async function startSyncWorker(deps: {
   const logger = deps.logger.child({ component: 'sync-worker' });
   // Its own small production pool: the worker (job bookkeeping, LISTEN, the engine's source reads)
   // can never take the connections API requests need, nor the other way round.
-  const prodPool = new pg.Pool({
-    connectionString: config.databaseUrl,
+  // graphile-worker gets this pool (never a connection string), so its connections use TLS as the URL says.
+  const prodPool = createPool(config.databaseUrl, {
     max: config.sync.concurrency * 2 + 2,
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 60_000,
     keepAlive: true,
     application_name: 'elara-sync-worker',
-  });
+  }, { label: 'production', setting: 'DATABASE_URL' });
   prodPool.on('error', (err) => logger.error({ error: describeError(err) }, 'worker pool: idle client error'));
   prodPool.on('connect', (client) => client.on('error', () => {}));
   const glog = graphileLogger(deps.logger);
@@ -86,7 +86,7 @@ export async function startSyncWorker(deps: {
   const livePools = new Set<string>();
   let liveness: pg.Client | null = null;
   const connectLiveness = async () => {
-    const c = new pg.Client({ connectionString: config.databaseUrl, keepAlive: true, application_name: 'elara-sync-worker-liveness' });
+    const c = createClient(config.databaseUrl, { keepAlive: true, application_name: 'elara-sync-worker-liveness' }, { label: 'production', setting: 'DATABASE_URL' });
     c.on('error', (err) => {
       if (stopping || liveness !== c) return;
       liveness = null;

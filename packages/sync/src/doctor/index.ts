@@ -9,6 +9,9 @@ import type { TableConfig } from '../plan/table-plan.ts';
 import { compilePlans, validateOnSource } from '../engine/plans.ts';
 import { DEFAULT_TABLES } from '../config.ts';
 import { SyncError } from '../errors.ts';
+import { createClient, tlsStatus } from '../tls/client.ts';
+import { isTlsError } from '../tls/errors.ts';
+import { isLoopbackHost, resolveTlsSettings } from '../tls/settings.ts';
 
 
 export interface DoctorOptions {
@@ -25,6 +28,8 @@ export interface DoctorOptions {
 export interface DoctorCheck {
   name: string;
   ok: boolean;
+  /** Passed, but something should change (printed as WARN with its hint; the exit code stays 0). */
+  warning?: boolean;
   detail: string;
   hint?: string;
 }
@@ -55,7 +60,12 @@ interface Side {
   url: string;
   client: pg.Client | null;
   error: string | null;
+  /** The fix for a connect failure that has a specific one (TLS). */
+  hint?: string;
 }
+
+/** Days before a server certificate's expiry at which the doctor warns. */
+const CERT_WARN_DAYS = 30;
 
 export async function runDoctor(options: DoctorOptions): Promise<DoctorResult> {
   const intervalSeconds = options.intervalSeconds ?? DEFAULT_INTERVAL_SECONDS;
@@ -74,6 +84,8 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorResult> {
   try {
     checks.push(await reachableCheck(source, scrub));
     checks.push(await reachableCheck(target, scrub));
+    checks.push(await tlsCheck(source, scrub));
+    checks.push(await tlsCheck(target, scrub));
 
     const both = source.client && target.client ? { s: source.client, t: target.client } : null;
     const skipBoth = skipped([source, target]);
@@ -112,11 +124,13 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorResult> {
 export function formatDoctorReport(result: DoctorResult): string {
   const lines: string[] = [];
   for (const c of result.checks) {
-    lines.push(`${c.ok ? 'PASS' : 'FAIL'} ${c.name}: ${c.detail}`);
-    if (c.hint && !c.ok) lines.push(`     fix: ${c.hint}`);
+    lines.push(`${!c.ok ? 'FAIL' : c.warning ? 'WARN' : 'PASS'} ${c.name}: ${c.detail}`);
+    if (c.hint && (!c.ok || c.warning)) lines.push(`     fix: ${c.hint}`);
   }
   const failed = result.checks.filter((c) => !c.ok).length;
-  lines.push(failed === 0 ? `all ${result.checks.length} checks passed` : `${failed} of ${result.checks.length} checks failed`);
+  const warned = result.checks.filter((c) => c.ok && c.warning).length;
+  const warnings = warned ? ` (${warned} with a warning)` : '';
+  lines.push(failed === 0 ? `all ${result.checks.length} checks passed${warnings}` : `${failed} of ${result.checks.length} checks failed${warnings}`);
   return lines.join('\n');
 }
 
@@ -137,16 +151,17 @@ function urlCheck(name: string, url: string | undefined, env: string, flag: stri
 async function openSide(role: Side['role'], url: string | undefined, scrub: (m: string) => string): Promise<Side> {
   if (!url) return { role, url: '', client: null, error: 'url not set' };
   let client: pg.Client;
+  const setting = role === 'production' ? '--from / DATABASE_URL' : '--to / STAGING_DATABASE_URL';
   try {
-    client = new pg.Client({
-      connectionString: url,
+    // The same TLS rules as every other connection (sslmode, sslrootcert, PGSSL*).
+    client = createClient(url, {
       connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
       query_timeout: QUERY_TIMEOUT_MS,
       statement_timeout: QUERY_TIMEOUT_MS,
       application_name: 'elara-sync doctor',
-    });
+    }, { setting });
   } catch (err) {
-    return { role, url, client: null, error: scrub(messageOf(err)) };
+    return { role, url, client: null, error: scrub(messageOf(err)), hint: (err as { hint?: string }).hint };
   }
   // A connection dropped later (server restart) emits 'error' on the client; without a listener
   // node would crash the process instead of failing the next query.
@@ -158,7 +173,7 @@ async function openSide(role: Side['role'], url: string | undefined, scrub: (m: 
     return { role, url, client, error: null };
   } catch (err) {
     await client.end().catch(() => undefined);
-    return { role, url, client: null, error: scrub(messageOf(err)) };
+    return { role, url, client: null, error: scrub(messageOf(err)), ...(isTlsError(err) ? { hint: err.hint } : {}) };
   }
 }
 
@@ -169,27 +184,65 @@ async function reachableCheck(side: Side, scrub: (m: string) => string): Promise
   if (!side.client) {
     return {
       name, ok: false, detail: `${where}: ${side.error ?? 'cannot connect'}`,
-      hint: connectHint(side.error ?? '', side.role),
+      hint: side.hint ?? connectHint(side.error ?? '', side.role),
     };
   }
   try {
-    const r = await side.client.query<{ version: string; ssl: boolean | null }>(
-      `SELECT current_setting('server_version') AS version,
-              (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) AS ssl`);
-    const row = r.rows[0];
-    const ssl = row?.ssl === true;
-    return {
-      name, ok: true,
-      detail: `${where}: PostgreSQL ${row?.version ?? '?'}, ssl ${ssl ? 'on' : 'off'}`,
-      ...(ssl ? {} : { hint: 'ssl off: outside a single trusted host use sslmode=verify-full with sslrootcert' }),
-    };
+    const r = await side.client.query<{ version: string }>(`SELECT current_setting('server_version') AS version`);
+    return { name, ok: true, detail: `${where}: PostgreSQL ${r.rows[0]?.version ?? '?'}` };
   } catch (err) {
     return { name, ok: false, detail: `${where}: ${scrub(messageOf(err))}`, hint: connectHint(messageOf(err), side.role) };
   }
 }
 
+/**
+ * Whether this side's connection is encrypted (pg_stat_ssl: the server's own view), with which
+ * protocol, and what was verified. Verification is known from the mode: a certificate that fails
+ * the check of verify-ca / verify-full ends the connection, so a connected client passed it.
+ */
+async function tlsCheck(side: Side, scrub: (m: string) => string): Promise<DoctorCheck> {
+  const name = `${side.role} tls`;
+  if (!side.client) return skipped([side])(name);
+  const env = side.role === 'production' ? 'DATABASE_URL' : 'STAGING_DATABASE_URL';
+  try {
+    const settings = resolveTlsSettings(side.url);
+    const host = settings.host || process.env.PGHOST || 'localhost';
+    const r = await side.client.query<{ ssl: boolean | null; version: string | null; cipher: string | null; bits: number | null }>(
+      'SELECT ssl, version, cipher, bits FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
+    const row = r.rows[0];
+    if (!row?.ssl) {
+      const why = settings.mode === 'disable' ? 'sslmode=disable' : `sslmode=${settings.mode}${settings.modeFrom === 'default' ? ', the default' : ''}, and the server does not offer TLS`;
+      if (isLoopbackHost(host)) return { name, ok: true, detail: `off (${why}); ${host} is this machine, so nothing crosses a network` };
+      return {
+        name, ok: false, detail: `off (${why}): traffic to ${host} crosses the network unencrypted`,
+        hint: `use sslmode=verify-full&sslrootcert=<the server's CA file> in ${env} (and ssl = on on the server)`,
+      };
+    }
+    const st = tlsStatus(side.client);
+    const ca = st.rootCert === 'system' ? 'the CAs Node.js trusts' : `CA ${st.rootCert}`;
+    const verified = st.verify === 'full' ? `server certificate verified against ${ca}, host name ${host} matches (sslmode=${settings.mode})`
+      : st.verify === 'ca' ? `server certificate verified against ${ca}, host name not checked (sslmode=${settings.mode})`
+        : `server certificate NOT verified (sslmode=${settings.mode}): encrypted, but the server is not authenticated`;
+    const parts = [`on, ${row.version} ${row.cipher}${row.bits ? ` (${row.bits} bits)` : ''}`, verified];
+    const validTo = st.server?.validTo ?? null;
+    const days = validTo ? Math.floor((validTo.getTime() - Date.now()) / 86_400_000) : null;
+    if (st.server) parts.push(`certificate ${st.server.subject ?? '?'} from ${st.server.issuer ?? '?'}${validTo ? `, expires ${validTo.toISOString().slice(0, 10)} (in ${days} day${days === 1 ? '' : 's'})` : ''}`);
+    const detail = parts.join('; ');
+    if (st.verify === 'none') {
+      return { name, ok: true, warning: true, detail, hint: `add sslrootcert=<the server's CA file> and sslmode=verify-full to ${env}, so a server that is not yours cannot pose as it` };
+    }
+    if (days !== null && days < CERT_WARN_DAYS) {
+      return { name, ok: true, warning: true, detail, hint: `the server's certificate expires in ${days} day${days === 1 ? '' : 's'}: renew it (docs/operations.md#certificate-rotation)` };
+    }
+    return { name, ok: true, detail };
+  } catch (err) {
+    return { name, ok: false, detail: scrub(messageOf(err)), hint: 'pg_stat_ssl must be readable (it is for every role by default)' };
+  }
+}
+
 function connectHint(message: string, role: Side['role']): string {
   const env = role === 'production' ? 'DATABASE_URL' : 'STAGING_DATABASE_URL';
+  if (/ssl|certificate|TLS/.test(message)) return `TLS failed: check sslmode and sslrootcert in ${env}; docs/operations.md#tls`;
   if (/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|timeout|ETIMEDOUT|EHOSTUNREACH/i.test(message)) {
     return `is the ${role} database up and reachable from here? check host and port in ${env}, the NetworkPolicy (egress 5432) and firewall`;
   }
@@ -197,7 +250,6 @@ function connectHint(message: string, role: Side['role']): string {
     return `check the user and password in ${env} (the Kubernetes Secret) and pg_hba.conf; see deploy/kubernetes/README.md for the sync roles`;
   }
   if (/does not exist/i.test(message)) return `the database or role in ${env} does not exist: check its name`;
-  if (/ssl|certificate/i.test(message)) return `TLS failed: check sslmode and sslrootcert in ${env}`;
   return `check ${env}; docs/operations.md#staging-down`;
 }
 

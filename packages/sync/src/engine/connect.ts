@@ -2,18 +2,34 @@ import pg from 'pg';
 import { SyncError, type Side } from '../errors.ts';
 import { SESSION_SETTINGS } from '../sql/statements.ts';
 import { redactUrl } from '../redact.ts';
+import { createClient } from '../tls/client.ts';
+import { isTlsError } from '../tls/errors.ts';
+import { refusedInProduction, type TlsConfigError } from '../tls/settings.ts';
 
 export { redactUrl } from '../redact.ts';
 
 export type { Side } from '../errors.ts';
 
 export async function connect(url: string, side: Side, appName: string): Promise<pg.Client> {
-  const client = new pg.Client({
-    connectionString: url,
-    application_name: appName,
-    connectionTimeoutMillis: 10_000,
-    keepAlive: true,
-  });
+  const what = side === 'source' ? 'production (source)' : 'staging (target)';
+  const setting = side === 'source' ? '--from / DATABASE_URL' : '--to / STAGING_DATABASE_URL';
+  const code = side === 'source' ? 'E_CONNECT_SOURCE' : 'E_CONNECT_TARGET';
+  // TLS per the URL's sslmode (libpq's meaning) and PGSSL*; see tls/settings.ts.
+  const refused = refusedInProduction(url);
+  if (refused) {
+    throw new SyncError(code, `refusing to connect to ${what} at ${redactUrl(url)}: it ${refused}, and NODE_ENV=production`,
+      `set sslmode=verify-full&sslrootcert=<the server's CA file> in ${setting}; on a network you trust, DB_ALLOW_PLAINTEXT=true allows it`, { side });
+  }
+  let client: pg.Client;
+  try {
+    client = createClient(url, {
+      application_name: appName,
+      connectionTimeoutMillis: 10_000,
+      keepAlive: true,
+    }, { setting });
+  } catch (e) {
+    throw new SyncError(code, `cannot connect to ${what} at ${redactUrl(url)}: ${(e as Error).message}`, (e as TlsConfigError).hint ?? `check ${setting}`, { cause: e, side });
+  }
   // An unhandled 'error' event (server gone while idle) would crash the process; queries still reject.
   client.on('error', () => {});
   try {
@@ -22,11 +38,11 @@ export async function connect(url: string, side: Side, appName: string): Promise
     await client.query(side === 'source' ? `${SESSION_SETTINGS}; SET default_transaction_read_only = on` : SESSION_SETTINGS);
   } catch (e) {
     await client.end().catch(() => {});
-    const what = side === 'source' ? 'production (source)' : 'staging (target)';
     throw new SyncError(
-      side === 'source' ? 'E_CONNECT_SOURCE' : 'E_CONNECT_TARGET',
+      code,
       `cannot connect to ${what} at ${redactUrl(url)}: ${(e as Error).message}`,
-      `check that the database is up and that ${side === 'source' ? '--from / DATABASE_URL' : '--to / STAGING_DATABASE_URL'} is right`,
+      // A TLS failure is not "is the database up": its hint names the setting to change.
+      isTlsError(e) ? e.hint : `check that the database is up and that ${setting} is right`,
       { cause: e, side },
     );
   }
