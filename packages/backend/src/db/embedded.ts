@@ -161,7 +161,14 @@ export async function startEmbeddedPostgres(wantedDataDir: string, log: (msg: st
   const { binDir, dataDir, note } = placement(native, wantedDataDir, user);
   if (note) log(note);
   const pgCtl = join(binDir, 'pg_ctl');
-  const stopCluster = async () => { await run(pgCtl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], user); };
+  // Smart first: pg.Pool's end() resolves once it has asked its clients to close, before their
+  // sockets are gone; a fast shutdown would terminate those backends mid-goodbye (57P01 logged by
+  // every pool). A smart one waits for sessions to end; a session left open (a psql someone forgot)
+  // gets 5 s, then the fast shutdown.
+  const stopCluster = async () => {
+    await run(pgCtl, ['stop', '-D', dataDir, '-m', 'smart', '-w', '-t', '5'], user)
+      .catch(() => run(pgCtl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], user));
+  };
 
   const running = runningCluster(dataDir);
   if (running) {
