@@ -11,7 +11,7 @@ import { orderTables } from '../plan/table-order.ts';
 import type { TableConfig, TablePlan } from '../plan/table-plan.ts';
 import { columnList, keyColumns, keyHash, keysRecordset, LOCAL_SESSION_SETTINGS, rowVersionHash, sourceSelectByKeys } from '../sql/statements.ts';
 import { createStageTables, findReferencingChildren, findUniqueColliders, LOCAL_KEYS, type Stage } from '../sql/apply-statements.ts';
-import { applyStages, beginApply } from '../apply/apply.ts';
+import { applyStages, beginApply, type TableOutcome } from '../apply/apply.ts';
 import { ensureStateSchema } from '../state/schema.ts';
 import { ensureTracking } from '../state/tracking.ts';
 import { withTransaction } from './transaction.ts';
@@ -116,104 +116,129 @@ async function syncKeysOnce(source: pg.Pool, target: pg.Pool, requests: KeySyncR
   // The other configured tables can join the scope (children of a row being deleted).
   const others = options.tables?.length ? (await plansFor(source, target, options.tables.map((t) => t.name), options.tables)).filter((p) => !requested.some((r) => r.id === p.id)) : [];
   const plans = [...requested, ...others];
-  const order = orderTables(plans.map((p) => p.target)).upsertOrder;
-  const keysOf = new Map(requested.map((p, i) => [p.id, requests[i]!.keys]));
   await ensureStateSchema(target);
   for (const p of plans) await ensureTracking(target, p);
 
-  const results = new Map<string, KeySyncResult & { conflicts: number }>();
+  let outcomes = new Map<string, KeyOutcome>();
   // One production snapshot for everything this sync reads, held while staging is written (a
   // few milliseconds): rows pulled into scope later come from the same snapshot.
   await withTransaction(source, async (src) => {
-    const read = async (plan: TablePlan, keysJsonText: string): Promise<unknown[][]> => {
-      const text = sourceSelectByKeys(plan, '$1');
-      const r = await src.query({ name: prepared(text), text, values: [keysJsonText], rowMode: 'array', types: rawText })
-        .catch((e) => { throw toSyncError(e, 'source', plan.display); });
-      return r.rows;
-    };
-    await withTransaction(target, async (client) => {
+    await withTransaction(target, async (tx) => {
       const timeout = options.statementTimeoutMs ?? 5000;
       // Waits (up to lockWait) while a reconcile applies, then applies under the normal timeout.
-      await beginApply(client, { lock: 'shared', lockWaitMs: options.lockWaitMs ?? 30_000, statementTimeoutMs: timeout });
-      const stages = new Map<string, Stage & { keys: string; before: string }>();
-      const sourceRows = new Map<string, number>();
-      const stageOf = async (plan: TablePlan) => {
-        let s = stages.get(plan.id);
-        if (!s) {
-          s = await sessionStage(client, plan);
-          stages.set(plan.id, s);
-          sourceRows.set(plan.id, 0);
-        }
-        return s;
-      };
-      const add = async (s: Stage, json: string) => {
-        const rows = await read(s.plan, json);
-        sourceRows.set(s.plan.id, sourceRows.get(s.plan.id)! + rows.length);
-        await loadRows(client, s, rows);
-      };
-      for (const p of requested) {
-        const s = await stageOf(p);
-        const keys = keysOf.get(p.id)!;
-        if (keys.length === 0) continue;
-        const json = keysJson(p, keys);
-        const insertKeys = `INSERT INTO ${s.keys} ${keysRecordset(p, '$1')}`;
-        await client.query({ name: prepared(insertKeys), text: insertKeys, values: [json] });
-        await add(s, json);
-      }
-      // Close the scope: a staging row outside the keys that holds a unique value an incoming row
-      // needs is stale (production is unique); a child (in a synced table) of a row production
-      // deleted goes with it. Both are read from production and applied too.
-      for (let round = 0; round < 50; round++) {
-        let added = 0;
-        for (const s of [...stages.values()]) {
-          for (const u of s.plan.uniques) {
-            const q = findUniqueColliders(s, u);
-            const r = await client.query({ name: prepared(q.text), text: q.text, values: q.values });
-            if (r.rowCount) {
-              added += r.rowCount;
-              await add(s, JSON.stringify(r.rows));
-            }
-          }
-          for (const fk of s.plan.fksIn) {
-            const childPlan = plans.find((p) => p.id === fk.table);
-            if (!childPlan) continue;
-            const child = await stageOf(childPlan);
-            const q = findReferencingChildren(s, fk, child);
-            const r = await client.query({ name: prepared(q.text), text: q.text, values: q.values });
-            if (r.rowCount) {
-              added += r.rowCount;
-              await add(child, JSON.stringify(r.rows));
-            }
-          }
-        }
-        if (added === 0) break;
-      }
-      const involved = order.filter((id) => stages.has(id)).map((id) => stages.get(id)!);
-      for (const s of involved) {
-        // Staging's row versions before the apply, locked so nobody changes them until commit.
-        const before = `INSERT INTO ${s.before} SELECT ${keyHash(s.plan, 't')}, ${rowVersionHash(s.plan, 't')} FROM ${s.plan.only}${s.plan.id} t
-          WHERE (${keyColumns(s.plan, 't')}) IN (SELECT ${keyColumns(s.plan)} FROM ${s.keys}) FOR UPDATE OF t`;
-        await client.query({ name: prepared(before), text: before });
-      }
-      const outcomes = await applyStages(client, involved, order, { prepare: true });
-      for (const s of involved) {
-        const o = outcomes.get(s.plan.id)!;
-        results.set(s.plan.id, {
-          table: s.plan.display, upserted: o.inserted + o.updated, deleted: o.deleted,
-          unchanged: Math.max(0, sourceRows.get(s.plan.id)! - o.inserted - o.updated - o.held), conflicts: o.held,
-        });
-        if (o.inserted + o.updated + o.deleted === 0) continue;
-        const log = `INSERT INTO elara_sync.target_log (table_name, key_hash, version_xor, row_delta)
-          SELECT $1, kh, bit_xor(vh), sum(d) FROM (
-            SELECT kh, vh, -1 AS d FROM ${s.before}
-            UNION ALL SELECT ${keyHash(s.plan, 't')}, ${rowVersionHash(s.plan, 't')}, 1 FROM ${s.plan.only}${s.plan.id} t
-              WHERE (${keyColumns(s.plan, 't')}) IN (SELECT ${keyColumns(s.plan)} FROM ${s.keys})) x
-          GROUP BY kh HAVING bit_xor(vh) <> 0 OR sum(d) <> 0`;
-        await client.query({ name: prepared(log), text: log, values: [s.plan.id] });
-      }
+      await beginApply(tx, { lock: 'shared', lockWaitMs: options.lockWaitMs ?? 30_000, statementTimeoutMs: timeout });
+      outcomes = await applyKeys(src, tx, plans, requested.map((plan, i) => ({ plan, keys: requests[i]!.keys })));
     });
-  }, `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${LOCAL_SESSION_SETTINGS}`);
-  return requested.map((p) => results.get(p.id)!);
+  }, SOURCE_SNAPSHOT);
+  return requested.map((p) => {
+    const o = outcomes.get(p.id)!;
+    return {
+      table: p.display, upserted: o.inserted + o.updated, deleted: o.deleted,
+      unchanged: Math.max(0, o.sourceRows - o.inserted - o.updated - o.held), conflicts: o.held,
+    };
+  });
+}
+
+/** How a keys-scoped apply reads the source: one snapshot, read-only, the engine's settings. */
+export const SOURCE_SNAPSHOT = `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${LOCAL_SESSION_SETTINGS}`;
+
+export interface KeyOutcome extends TableOutcome {
+  /** Source rows read for this table (asked for, and pulled into scope). */
+  sourceRows: number;
+}
+
+/**
+ * The keys-scoped apply, shared by the immediate sync and watch: reads the rows with the given
+ * keys through the plans' source query from `src` (a source transaction: SOURCE_SNAPSHOT), closes
+ * the scope (staging rows holding a unique value an incoming row needs; children, in the tables of
+ * `plans`, of rows production deleted; both read from the same snapshot), applies everything in
+ * `tx` (a target transaction begun with beginApply), and logs staging's row-version deltas in
+ * elara_sync.target_log, so the next reconcile knows them for the engine's own. The caller adds its
+ * own bookkeeping (a stream position) and commits. Keys are objects keyed by key column, with
+ * values as text (as PostgreSQL prints them with the engine's session settings) or Dates.
+ */
+export async function applyKeys(src: pg.ClientBase, tx: pg.ClientBase, plans: TablePlan[], requests: Array<{ plan: TablePlan; keys: Array<Record<string, unknown>> }>): Promise<Map<string, KeyOutcome>> {
+  const order = orderTables(plans.map((p) => p.target)).upsertOrder;
+  const read = async (plan: TablePlan, keysJsonText: string): Promise<unknown[][]> => {
+    const text = sourceSelectByKeys(plan, '$1');
+    const r = await src.query({ name: prepared(text), text, values: [keysJsonText], rowMode: 'array', types: rawText })
+      .catch((e) => { throw toSyncError(e, 'source', plan.display); });
+    return r.rows;
+  };
+  const stages = new Map<string, Stage & { keys: string; before: string }>();
+  const sourceRows = new Map<string, number>();
+  const stageOf = async (plan: TablePlan) => {
+    let s = stages.get(plan.id);
+    if (!s) {
+      s = await sessionStage(tx, plan);
+      stages.set(plan.id, s);
+      sourceRows.set(plan.id, 0);
+    }
+    return s;
+  };
+  const add = async (s: Stage, json: string) => {
+    const rows = await read(s.plan, json);
+    sourceRows.set(s.plan.id, sourceRows.get(s.plan.id)! + rows.length);
+    await loadRows(tx, s, rows);
+  };
+  for (const { plan, keys } of requests) {
+    const s = await stageOf(plan);
+    if (keys.length === 0) continue;
+    const json = keysJson(plan, keys);
+    const insertKeys = `INSERT INTO ${s.keys} ${keysRecordset(plan, '$1')} ON CONFLICT DO NOTHING`;
+    await tx.query({ name: prepared(insertKeys), text: insertKeys, values: [json] });
+    await add(s, json);
+  }
+  // Close the scope: a staging row outside the keys that holds a unique value an incoming row
+  // needs is stale (production is unique); a child (in a synced table) of a row production
+  // deleted goes with it. Both are read from production and applied too.
+  for (let round = 0; round < 50; round++) {
+    let added = 0;
+    for (const s of [...stages.values()]) {
+      for (const u of s.plan.uniques) {
+        const q = findUniqueColliders(s, u);
+        const r = await tx.query({ name: prepared(q.text), text: q.text, values: q.values });
+        if (r.rowCount) {
+          added += r.rowCount;
+          await add(s, JSON.stringify(r.rows));
+        }
+      }
+      for (const fk of s.plan.fksIn) {
+        const childPlan = plans.find((p) => p.id === fk.table);
+        if (!childPlan) continue;
+        const child = await stageOf(childPlan);
+        const q = findReferencingChildren(s, fk, child);
+        const r = await tx.query({ name: prepared(q.text), text: q.text, values: q.values });
+        if (r.rowCount) {
+          added += r.rowCount;
+          await add(child, JSON.stringify(r.rows));
+        }
+      }
+    }
+    if (added === 0) break;
+  }
+  const involved = order.filter((id) => stages.has(id)).map((id) => stages.get(id)!);
+  for (const s of involved) {
+    // Staging's row versions before the apply, locked so nobody changes them until commit.
+    const before = `INSERT INTO ${s.before} SELECT ${keyHash(s.plan, 't')}, ${rowVersionHash(s.plan, 't')} FROM ${s.plan.only}${s.plan.id} t
+      WHERE (${keyColumns(s.plan, 't')}) IN (SELECT ${keyColumns(s.plan)} FROM ${s.keys}) FOR UPDATE OF t`;
+    await tx.query({ name: prepared(before), text: before });
+  }
+  const applied = await applyStages(tx, involved, order, { prepare: true });
+  const out = new Map<string, KeyOutcome>();
+  for (const s of involved) {
+    const o = applied.get(s.plan.id)!;
+    out.set(s.plan.id, { ...o, sourceRows: sourceRows.get(s.plan.id)! });
+    if (o.inserted + o.updated + o.deleted === 0) continue;
+    const log = `INSERT INTO elara_sync.target_log (table_name, key_hash, version_xor, row_delta)
+      SELECT $1, kh, bit_xor(vh), sum(d) FROM (
+        SELECT kh, vh, -1 AS d FROM ${s.before}
+        UNION ALL SELECT ${keyHash(s.plan, 't')}, ${rowVersionHash(s.plan, 't')}, 1 FROM ${s.plan.only}${s.plan.id} t
+          WHERE (${keyColumns(s.plan, 't')}) IN (SELECT ${keyColumns(s.plan)} FROM ${s.keys})) x
+      GROUP BY kh HAVING bit_xor(vh) <> 0 OR sum(d) <> 0`;
+    await tx.query({ name: prepared(log), text: log, values: [s.plan.id] });
+  }
+  return out;
 }
 
 /** Source rows (as text) into the stage's src table, 500 rows per statement, cast to the target's types. */
