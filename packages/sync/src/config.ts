@@ -4,6 +4,9 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { SyncError } from './errors.ts';
 import { expressionProblems, type TableConfig } from './plan/table-plan.ts';
+import { DEFAULT_TARGETS, type TargetConfig } from './engine/targets.ts';
+import { inspectExpression } from './sql/expression.ts';
+import { RULES, type RuleName } from './sql/rules.ts';
 
 const durationRe = /^(\d+)(ms|s|m|h)$/;
 export function parseDuration(s: string): number {
@@ -13,17 +16,25 @@ export function parseDuration(s: string): number {
   return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
 }
 
+const ruleSchema = z.union([z.enum(Object.keys(RULES) as [RuleName, ...RuleName[]]), z.object({ sql: z.string().min(1) }).strict()]);
 const tableSchema = z.union([
   z.string().min(1),
   z.object({
     name: z.string().min(1),
     transforms: z.record(z.string(), z.string().min(1)).optional(),
     where: z.string().min(1).optional(),
+    columns: z.record(z.string(), ruleSchema).optional(),
   }).strict(),
 ]);
+const targetSchema = z.object({
+  url: z.string().min(1).optional(),
+  anonymize: z.boolean().optional(),
+  subset: z.object({ root: z.string().min(1), where: z.string().min(1) }).strict().optional(),
+}).strict();
 
 const fileSchema = z.object({
   tables: z.array(tableSchema).min(1),
+  targets: z.record(z.string().regex(/^[a-z][a-z0-9_-]*$/, 'a target name: lower case letters, digits, - and _'), targetSchema).optional(),
   interval: z.string().regex(durationRe, 'a duration like 30s, 5m or 1h').optional(),
   statementTimeout: z.string().regex(durationRe, 'a duration like 30s, 5m or 1h').optional(),
   allowProductionTarget: z.boolean().optional(),
@@ -32,6 +43,8 @@ const fileSchema = z.object({
 
 export interface SyncConfig {
   tables: TableConfig[];
+  /** Named targets (default: staging at STAGING_DATABASE_URL). URLs are expanded when a target is resolved. */
+  targets: TargetConfig[];
   intervalMs: number;
   statementTimeoutMs: number;
   allowProductionTarget: boolean;
@@ -44,7 +57,7 @@ export interface SyncConfig {
 export const DEFAULT_TABLES = ['Organization', 'User'];
 
 export function defaultConfig(): SyncConfig {
-  return { tables: DEFAULT_TABLES.map((name) => ({ name })), intervalMs: 300_000, statementTimeoutMs: 1_800_000, allowProductionTarget: false, origin: 'defaults' };
+  return { tables: DEFAULT_TABLES.map((name) => ({ name })), targets: DEFAULT_TARGETS, intervalMs: 300_000, statementTimeoutMs: 1_800_000, allowProductionTarget: false, origin: 'defaults' };
 }
 
 export function parseConfig(text: string, origin: string): SyncConfig {
@@ -63,12 +76,25 @@ export function parseConfig(text: string, origin: string): SyncConfig {
   const tables = c.tables.map((t) => (typeof t === 'string' ? { name: t } : t));
   // Transforms and filters are pasted into the source query: each must be one SQL expression.
   const problems = tables.flatMap((t, i) => expressionProblems(t, `tables.${i} (${t.name})`));
+  const targets: TargetConfig[] = c.targets
+    ? Object.entries(c.targets).map(([name, t]) => ({ name, url: t.url ?? null, anonymize: t.anonymize ?? false, subset: t.subset ?? null }))
+    : DEFAULT_TARGETS;
+  for (const t of targets) {
+    if (!t.subset) continue;
+    try {
+      inspectExpression(t.subset.where);
+    } catch (e) {
+      problems.push(`targets.${t.name}.subset.where ${(e as Error).message}`);
+    }
+    if (!tables.some((x) => x.name === t.subset!.root)) problems.push(`targets.${t.name}.subset.root: ${t.subset.root} is not in tables`);
+  }
   if (problems.length) {
     throw new SyncError('E_CONFIG', `${origin} has ${problems.length} problem(s):\n${problems.map((p) => `  - ${p}`).join('\n')}`,
       'a transform or row filter is one SQL expression: no ";", no comments, balanced parentheses');
   }
   return Object.freeze({
     tables,
+    targets,
     intervalMs: c.interval ? parseDuration(c.interval) : 300_000,
     statementTimeoutMs: c.statementTimeout ? parseDuration(c.statementTimeout) : 1_800_000,
     allowProductionTarget: c.allowProductionTarget ?? false,

@@ -14,6 +14,8 @@ export { withTransaction } from './engine/transaction.ts';
 export { quoteIdent } from './catalog/introspect.ts';
 export { runDoctor, formatDoctorReport, type DoctorResult, type DoctorCheck } from './doctor/index.ts';
 export type { TableConfig, TablePlan } from './plan/table-plan.ts';
+export { resolveTarget, maskOptions, maskFromKey, expandUrl, urlVariables, type ResolvedTarget, type TargetConfig, type Mask } from './engine/targets.ts';
+export { RULES, type Rule, type RuleName } from './sql/rules.ts';
 // Every PostgreSQL connection of the project (backend pools, worker, migrations, engine, doctor):
 // libpq's sslmode semantics, PGSSL* variables, clear TLS errors (docs/operations.md#tls).
 export { createClient, createPool, pgConfig, tlsStatus, loadTlsOptions, type ConnectOptions, type TlsStatus } from './tls/client.ts';

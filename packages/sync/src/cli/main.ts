@@ -2,8 +2,8 @@
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import {
-  connect, formatDoctorReport, loadConfig, parseDuration, readRuns, readTableStates, redactUrl, runDoctor, runSync, startReconcileLoop, SyncError, verifySync,
-  type ProgressEvent, type RunResult, type SyncConfig, type TableConfig,
+  connect, expandUrl, formatDoctorReport, loadConfig, maskFromKey, urlVariables, parseDuration, readRuns, readTableStates, redactUrl, resolveTarget, runDoctor, runSync, startReconcileLoop, SyncError, verifySync,
+  type ProgressEvent, type ResolvedTarget, type RunResult, type SyncConfig, type TableConfig,
 } from '../index.ts';
 
 const USAGE = `elara-sync: keeps a staging PostgreSQL database in step with production
@@ -19,7 +19,8 @@ Commands:
 
 Options:
   --from URL          production (source); default DATABASE_URL
-  --to URL            staging (target); default STAGING_DATABASE_URL
+  --target NAME       a target of elara-sync.yml (default staging): its URL, rules and subset
+  --to URL            the target's database URL (overrides the target's url; default STAGING_DATABASE_URL)
   --tables A,B        tables to sync (default: elara-sync.yml, else Organization,User)
   --config FILE       config file (default ELARA_SYNC_CONFIG, else ./elara-sync.yml when present)
   --every DURATION    run: repeat every DURATION (e.g. 5m) until stopped
@@ -56,12 +57,24 @@ function printError(io: Io, e: unknown, json: boolean): number {
   return 2;
 }
 
-function resolveUrls(values: { from?: string; to?: string }, env: NodeJS.ProcessEnv, need: { source: boolean; target: boolean }) {
-  const sourceUrl = values.from ?? env.DATABASE_URL;
-  const targetUrl = values.to ?? env.STAGING_DATABASE_URL;
-  const missing = [need.source && !sourceUrl ? '--from (or DATABASE_URL)' : null, need.target && !targetUrl ? '--to (or STAGING_DATABASE_URL)' : null].filter(Boolean);
+/** The mask for an anonymized target when ELARA_SYNC_MASK_KEY is set, else null (the doctor reports it). */
+function resolveMaskOrNull(env: NodeJS.ProcessEnv) {
+  return env.ELARA_SYNC_MASK_KEY && env.ELARA_SYNC_MASK_KEY.length >= 16 ? maskFromKey(env.ELARA_SYNC_MASK_KEY) : null;
+}
+
+/** Production's URL and the chosen target (its URL, rules and subset); `--to` overrides the target's URL. */
+function resolveEnds(values: Record<string, string | boolean | undefined>, env: NodeJS.ProcessEnv, config: SyncConfig, need: { source: boolean; mask?: boolean }) {
+  const sourceUrl = (values.from as string | undefined) ?? env.DATABASE_URL;
+  const missing = need.source && !sourceUrl ? ['--from (or DATABASE_URL)'] : [];
+  const name = values.target as string | undefined;
+  const wanted = config.targets.find((t) => t.name === (name ?? 'staging')) ?? (name ? undefined : config.targets[0]);
+  if (!values.to && wanted && !expandUrl(wanted.url, env)) {
+    const vars = urlVariables(wanted.url);
+    missing.push(`--to (or ${vars.length ? vars.join(', ') : `targets.${wanted.name}.url`})`);
+  }
   if (missing.length) throw new SyncError('E_CONFIG', `missing ${missing.join(' and ')}`, 'pass the database URLs as flags or environment variables');
-  return { sourceUrl: sourceUrl ?? '', targetUrl: targetUrl ?? '' };
+  const target = resolveTarget(config.targets, name, { to: values.to as string | undefined, env, requireMask: need.mask ?? true });
+  return { sourceUrl: sourceUrl ?? '', targetUrl: target.url, target };
 }
 
 function tablesFrom(values: { tables?: string }, config: SyncConfig): TableConfig[] {
@@ -133,8 +146,8 @@ function runJson(r: RunResult): string {
 
 async function cmdRun(io: Io, values: Record<string, string | boolean | undefined>, dryRun: boolean): Promise<number> {
   const json = Boolean(values.json);
-  const config = loadConfig(values.config as string | undefined);
-  const { sourceUrl, targetUrl } = resolveUrls(values as { from?: string; to?: string }, io.env, { source: true, target: true });
+  const config = loadConfig(values.config as string | undefined, io.env);
+  const { sourceUrl, targetUrl, target } = resolveEnds(values, io.env, config, { source: true });
   const tables = tablesFrom(values as { tables?: string }, config);
   const every = values.every ? parseDuration(values.every as string) : null;
   if (every !== null && dryRun) throw new SyncError('E_CONFIG', '--every works with run, not plan', 'drop --every');
@@ -151,7 +164,7 @@ async function cmdRun(io: Io, values: Record<string, string | boolean | undefine
   if (every === null) {
     const progress = progressReporter(io, io.isTTY && !json);
     const r = await runSync({
-      sourceUrl, targetUrl, tables, dryRun, allowProductionTarget, statementTimeoutMs: config.statementTimeoutMs, sequenceHeadroom: config.sequenceHeadroom,
+      sourceUrl, targetUrl, target, tables, dryRun, allowProductionTarget, statementTimeoutMs: config.statementTimeoutMs, sequenceHeadroom: config.sequenceHeadroom,
       onProgress: progress.onProgress,
     });
     progress.stop();
@@ -160,7 +173,7 @@ async function cmdRun(io: Io, values: Record<string, string | boolean | undefine
   // --every: one run now, then one per interval, until SIGTERM/SIGINT (after the run in progress).
   let code = 0;
   const loop = startReconcileLoop({
-    sourceUrl, targetUrl, tables, allowProductionTarget, statementTimeoutMs: config.statementTimeoutMs, sequenceHeadroom: config.sequenceHeadroom, intervalMs: every,
+    sourceUrl, targetUrl, target, tables, allowProductionTarget, statementTimeoutMs: config.statementTimeoutMs, sequenceHeadroom: config.sequenceHeadroom, intervalMs: every,
     onResult: (r) => {
       code = report(r);
     },
@@ -177,9 +190,9 @@ async function cmdRun(io: Io, values: Record<string, string | boolean | undefine
 }
 
 async function cmdVerify(io: Io, values: Record<string, string | boolean | undefined>): Promise<number> {
-  const config = loadConfig(values.config as string | undefined);
-  const { sourceUrl, targetUrl } = resolveUrls(values as { from?: string; to?: string }, io.env, { source: true, target: true });
-  const r = await verifySync({ sourceUrl, targetUrl, tables: tablesFrom(values as { tables?: string }, config) });
+  const config = loadConfig(values.config as string | undefined, io.env);
+  const { sourceUrl, targetUrl, target } = resolveEnds(values, io.env, config, { source: true });
+  const r = await verifySync({ sourceUrl, targetUrl, target, tables: tablesFrom(values as { tables?: string }, config) });
   if (values.json) io.out(JSON.stringify({ ok: true, ...r }));
   else {
     for (const t of r.tables) {
@@ -191,7 +204,8 @@ async function cmdVerify(io: Io, values: Record<string, string | boolean | undef
 }
 
 async function cmdStatus(io: Io, values: Record<string, string | boolean | undefined>): Promise<number> {
-  const { targetUrl } = resolveUrls(values as { from?: string; to?: string }, io.env, { source: false, target: true });
+  const config = loadConfig(values.config as string | undefined, io.env);
+  const { targetUrl } = resolveEnds(values, io.env, config, { source: false, mask: false });
   const client = await connect(targetUrl, 'target', 'elara-sync-status');
   try {
     const [runs, states] = await Promise.all([readRuns(client, 10), readTableStates(client)]);
@@ -215,10 +229,17 @@ async function cmdStatus(io: Io, values: Record<string, string | boolean | undef
 }
 
 async function cmdDoctor(io: Io, values: Record<string, string | boolean | undefined>): Promise<number> {
-  const config = loadConfig(values.config as string | undefined);
+  const config = loadConfig(values.config as string | undefined, io.env);
+  let target: ResolvedTarget | undefined;
+  try {
+    target = resolveEnds(values, io.env, config, { source: false, mask: false }).target;
+  } catch {
+    // No URL for the target: the doctor reports that as a failed check.
+  }
   const r = await runDoctor({
     sourceUrl: (values.from as string | undefined) ?? io.env.DATABASE_URL,
-    targetUrl: (values.to as string | undefined) ?? io.env.STAGING_DATABASE_URL,
+    targetUrl: target?.url ?? (values.to as string | undefined),
+    target: target?.mask || !target?.anonymize ? target : { ...target, mask: resolveMaskOrNull(io.env) },
     intervalSeconds: Math.round(config.intervalMs / 1000),
     tables: tablesFrom(values as { tables?: string }, config),
   });
@@ -233,7 +254,7 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
       args: argv,
       allowPositionals: true,
       options: {
-        from: { type: 'string' }, to: { type: 'string' }, tables: { type: 'string' }, config: { type: 'string' },
+        from: { type: 'string' }, to: { type: 'string' }, target: { type: 'string' }, tables: { type: 'string' }, config: { type: 'string' },
         every: { type: 'string' }, json: { type: 'boolean' }, 'allow-production-target': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },

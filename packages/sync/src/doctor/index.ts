@@ -7,6 +7,7 @@ import { introspectTables, parseTableName } from '../catalog/introspect.ts';
 import { orderTables } from '../plan/table-order.ts';
 import type { TableConfig } from '../plan/table-plan.ts';
 import { compilePlans, validateOnSource } from '../engine/plans.ts';
+import { planTargetFor, type ResolvedTarget } from '../engine/targets.ts';
 import { DEFAULT_TABLES } from '../config.ts';
 import { SyncError } from '../errors.ts';
 import { createClient, tlsStatus } from '../tls/client.ts';
@@ -23,6 +24,8 @@ export interface DoctorOptions {
   intervalSeconds?: number;
   /** Synced tables (`Table`, `schema.Table`, or configs with transforms and filters). Default ["Organization", "User"]. */
   tables?: Array<string | TableConfig>;
+  /** The target being checked (its rules and subset go into the table plans check). */
+  target?: ResolvedTarget;
 }
 
 export interface DoctorCheck {
@@ -96,7 +99,7 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorResult> {
     const tablesCheck = both ? await tablesPresentCheck(both.s, both.t, tables, scrub) : skipBoth('tables present');
     checks.push(tablesCheck);
     checks.push(both ? await fkOrderCheck(both.s, both.t, tables, scrub) : skipBoth('fk order'));
-    checks.push(both && tablesCheck.ok ? await planCheck(both.s, both.t, configs, scrub) : both
+    checks.push(both && tablesCheck.ok ? await planCheck(both.s, both.t, configs, scrub, options.target) : both
       ? { name: 'table plans', ok: false, detail: 'not checked: a synced table is missing or has no primary key', hint: 'fix "tables present" first' }
       : skipBoth('table plans'));
     checks.push(target.client ? await replicaRoleCheck(target.client, scrub) : skipped([target])('apply without staging triggers'));
@@ -379,10 +382,13 @@ async function fkOrderCheck(s: pg.Client, t: pg.Client, tables: TableRef[], scru
 }
 
 /** The table plans every path uses: schema drift (types, enums), expressions, and what `plan` would note. */
-async function planCheck(s: pg.Client, t: pg.Client, tables: TableConfig[], scrub: (m: string) => string): Promise<DoctorCheck> {
+async function planCheck(s: pg.Client, t: pg.Client, tables: TableConfig[], scrub: (m: string) => string, target?: ResolvedTarget): Promise<DoctorCheck> {
   const name = 'table plans';
+  if (target?.anonymize && !target.mask) {
+    return { name, ok: false, detail: `target ${target.name} is anonymized and ELARA_SYNC_MASK_KEY is not set`, hint: 'set ELARA_SYNC_MASK_KEY (at least 16 random characters) where elara-sync and the backend run' };
+  }
   try {
-    const plans = await compilePlans(s, t, tables);
+    const plans = await compilePlans(s, t, tables, target ? await planTargetFor(target) : null);
     await validateOnSource(s, plans);
     const notes = plans.flatMap((p) => p.notes);
     return { name, ok: true, detail: `${plans.length} table(s) compile: columns, types and rules agree${notes.length ? `; notes: ${notes.join('; ')}` : ''}` };

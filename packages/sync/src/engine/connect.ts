@@ -5,12 +5,17 @@ import { redactUrl } from '../redact.ts';
 import { createClient } from '../tls/client.ts';
 import { isTlsError } from '../tls/errors.ts';
 import { refusedInProduction, type TlsConfigError } from '../tls/settings.ts';
+import { maskOptions, type Mask } from './targets.ts';
 
 export { redactUrl } from '../redact.ts';
 
 export type { Side } from '../errors.ts';
 
-export async function connect(url: string, side: Side, appName: string): Promise<pg.Client> {
+/**
+ * Opens a client. `mask`: the HMAC pads for anonymization rules, set in the startup options of a
+ * source session (statement logs never see them).
+ */
+export async function connect(url: string, side: Side, appName: string, opts: { mask?: Mask | null } = {}): Promise<pg.Client> {
   const what = side === 'source' ? 'production (source)' : 'staging (target)';
   const setting = side === 'source' ? '--from / DATABASE_URL' : '--to / STAGING_DATABASE_URL';
   const code = side === 'source' ? 'E_CONNECT_SOURCE' : 'E_CONNECT_TARGET';
@@ -22,10 +27,12 @@ export async function connect(url: string, side: Side, appName: string): Promise
   }
   let client: pg.Client;
   try {
+    const options = side === 'source' ? maskOptions(opts.mask ?? null) : undefined;
     client = createClient(url, {
       application_name: appName,
       connectionTimeoutMillis: 10_000,
       keepAlive: true,
+      ...(options ? { options } : {}),
     }, { setting });
   } catch (e) {
     throw new SyncError(code, `cannot connect to ${what} at ${redactUrl(url)}: ${(e as Error).message}`, (e as TlsConfigError).hint ?? `check ${setting}`, { cause: e, side });

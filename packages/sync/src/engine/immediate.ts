@@ -15,7 +15,8 @@ import { applyStages, beginApply, type TableOutcome } from '../apply/apply.ts';
 import { ensureStateSchema } from '../state/schema.ts';
 import { ensureTracking } from '../state/tracking.ts';
 import { withTransaction } from './transaction.ts';
-import { compilePlans, validateOnSource } from './plans.ts';
+import { assertMaskSession, compilePlans, validateOnSource } from './plans.ts';
+import { planTargetFor, type ResolvedTarget } from './targets.ts';
 import { toSyncError } from './errors.ts';
 
 export interface SyncKeysOptions {
@@ -25,6 +26,8 @@ export interface SyncKeysOptions {
   statementTimeoutMs?: number;
   /** How long to wait for a reconcile run that is applying, ms (default 30000). */
   lockWaitMs?: number;
+  /** The target's rules and subset (resolveTarget). The source pool must then be opened with maskOptions(target.mask). */
+  target?: ResolvedTarget;
 }
 
 // Values travel as text and are cast back to the column type on the target: exact for every type
@@ -41,19 +44,30 @@ const configFor = (name: string, tables: TableConfig[] | undefined): TableConfig
   }) ?? { name };
 };
 
-async function plansFor(source: pg.Pool, target: pg.Pool, names: string[], tables: TableConfig[] | undefined): Promise<TablePlan[]> {
+async function plansFor(source: pg.Pool, target: pg.Pool, names: string[], tables: TableConfig[] | undefined, resolved: ResolvedTarget | undefined): Promise<TablePlan[]> {
   const cache = planCache.get(target) ?? new Map<string, TablePlan>();
   planCache.set(target, cache);
+  const tag = JSON.stringify([resolved?.name ?? null, resolved?.anonymize ?? false, resolved?.subset ?? null, resolved?.mask?.sig ?? null]);
+  const keyOf = (c: TableConfig) => `${tag}|${JSON.stringify(c)}`;
   const cfgs = names.map((n) => configFor(n, tables));
-  const keys = cfgs.map((c) => JSON.stringify(c));
-  const missing = cfgs.filter((_, i) => !cache.has(keys[i]!));
-  if (missing.length > 0) {
-    const compiled = await compilePlans(source, target, missing);
+  if (cfgs.some((c) => !cache.has(keyOf(c)))) {
+    // A subset's filters are computed over every configured table: compile them together.
+    const all = resolved?.subset && tables?.length
+      ? [...tables, ...cfgs.filter((c) => !tables.some((t) => qualifiedOf(t.name) === qualifiedOf(c.name)))]
+      : cfgs;
+    const compiled = await compilePlans(source, target, all, resolved ? await planTargetFor(resolved) : null);
     await validateOnSource(source, compiled);
-    missing.forEach((c, i) => cache.set(JSON.stringify(c), compiled[i]!));
+    await assertMaskSession(source, compiled);
+    // compileTablePlans returns one plan per config, in order.
+    all.forEach((c, i) => cache.set(keyOf(c), compiled[i]!));
   }
-  return keys.map((k) => cache.get(k)!);
+  return cfgs.map((c) => cache.get(keyOf(c))!);
 }
+
+const qualifiedOf = (name: string) => {
+  const p = parseTableName(name);
+  return qualifiedName(p.schema, p.name);
+};
 
 function keysJson(plan: TablePlan, keys: Array<Record<string, unknown>>): string {
   return JSON.stringify(keys.map((k) => {
@@ -112,9 +126,10 @@ export async function syncKeys(
 }
 
 async function syncKeysOnce(source: pg.Pool, target: pg.Pool, requests: KeySyncRequest[], options: SyncKeysOptions): Promise<Array<KeySyncResult & { conflicts: number }>> {
-  const requested = await plansFor(source, target, requests.map((r) => r.table), options.tables);
+  const requested = await plansFor(source, target, requests.map((r) => r.table), options.tables, options.target);
   // The other configured tables can join the scope (children of a row being deleted).
-  const others = options.tables?.length ? (await plansFor(source, target, options.tables.map((t) => t.name), options.tables)).filter((p) => !requested.some((r) => r.id === p.id)) : [];
+  const others = options.tables?.length
+    ? (await plansFor(source, target, options.tables.map((t) => t.name), options.tables, options.target)).filter((p) => !requested.some((r) => r.id === p.id)) : [];
   const plans = [...requested, ...others];
   await ensureStateSchema(target);
   for (const p of plans) await ensureTracking(target, p);

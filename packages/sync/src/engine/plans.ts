@@ -3,17 +3,27 @@
 // a volatile function).
 import type pg from 'pg';
 import { introspectTables } from '../catalog/introspect.ts';
-import { compileTablePlans, type TableConfig, type TablePlan } from '../plan/table-plan.ts';
+import { compileTablePlans, type PlanTarget, type TableConfig, type TablePlan } from '../plan/table-plan.ts';
 import { inspectExpression } from '../sql/expression.ts';
 import { sourceSelect } from '../sql/statements.ts';
 import { SyncError } from '../errors.ts';
 import { describeDatabaseError } from './errors.ts';
 
 /** Reads both catalogs and compiles the plans (throws one SyncError listing every problem). */
-export async function compilePlans(source: pg.ClientBase | pg.Pool, target: pg.ClientBase | pg.Pool, tables: TableConfig[]): Promise<TablePlan[]> {
+export async function compilePlans(source: pg.ClientBase | pg.Pool, target: pg.ClientBase | pg.Pool, tables: TableConfig[], planTarget: PlanTarget | null = null): Promise<TablePlan[]> {
   const names = tables.map((t) => t.name);
   const [src, dst] = await Promise.all([introspectTables(source, names), introspectTables(target, names)]);
-  return compileTablePlans(tables, src, dst);
+  return compileTablePlans(tables, src, dst, planTarget);
+}
+
+/** A source session that must evaluate anonymization rules has the mask pads (set at connect). */
+export async function assertMaskSession(source: pg.ClientBase | pg.Pool, plans: TablePlan[]): Promise<void> {
+  if (!plans.some((p) => p.columns.some((c) => c.expr.includes('elara.mask_')))) return;
+  const r = await source.query(`SELECT current_setting('elara.mask_i', true) IS NOT NULL AND current_setting('elara.mask_o', true) IS NOT NULL AS ok`);
+  if (!r.rows[0].ok) {
+    throw new SyncError('E_CONFIG', 'the production connection for an anonymized target has no mask key: its rules cannot run; nothing was read',
+      'open it with the mask options: createPool(url, { options: maskOptions(target.mask) }) (the CLI and the backend do this)', { side: 'source' });
+  }
 }
 
 /**

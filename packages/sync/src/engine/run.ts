@@ -16,6 +16,7 @@ import { applyFold, foldTargetLog, markUnchanged, readStoredState, totalOf, writ
 import { finishRun, startRun } from '../state/runs.ts';
 import { connect, guardTarget, identify } from './connect.ts';
 import { assertOneStatement, compilePlans, findFailingField, sourceQuery, validateOnSource } from './plans.ts';
+import { planTargetFor, type ResolvedTarget } from './targets.ts';
 import { adjustSequences } from './sequences.ts';
 import { toSyncError } from './errors.ts';
 import { displayName } from '../catalog/introspect.ts';
@@ -35,6 +36,8 @@ export interface RunOptions {
   statementTimeoutMs?: number;
   /** How far staging's sequences are kept ahead of production's (default 10^9, at most half the remaining range). */
   sequenceHeadroom?: number;
+  /** The target's rules and subset (resolveTarget). Absent: a raw copy of every row. */
+  target?: ResolvedTarget;
 }
 
 export type ProgressEvent =
@@ -117,7 +120,8 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
   const works: TableWork[] = [];
   let notes: string[] = [];
   try {
-    source = await connect(opts.sourceUrl, 'source', 'elara-sync-reader');
+    const mask = opts.target?.mask ?? null;
+    source = await connect(opts.sourceUrl, 'source', 'elara-sync-reader', { mask });
     target = await connect(opts.targetUrl, 'target', 'elara-sync-writer');
     const [sid, tid] = await Promise.all([identify(source), identify(target)]);
     guardTarget(sid, tid, opts);
@@ -133,7 +137,8 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
       runId = await startRun(target, 'run');
     }
     const hasState = dryRun ? (await target.query(`SELECT to_regclass('elara_sync.table_state') IS NOT NULL AS e`)).rows[0].e : true;
-    const plans = await compilePlans(source, target, opts.tables).catch((e) => { throw toSyncError(e, undefined); });
+    const planTarget = opts.target ? await planTargetFor(opts.target) : null;
+    const plans = await compilePlans(source, target, opts.tables, planTarget).catch((e) => { throw toSyncError(e, undefined); });
     notes = plans.flatMap((p) => p.notes);
     await validateOnSource(source, plans);
     const ordering = orderTables(plans.map((p) => p.target));
@@ -208,7 +213,7 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
 async function readTotals(run: Run, plans: TablePlan[]): Promise<Map<string, { source: Total; target: Total; sourceMs: number; targetMs: number }>> {
   const out = new Map<string, { source: Total; target: Total; sourceMs: number; targetMs: number }>();
   const snapshotId: string = (await run.source.query('SELECT pg_export_snapshot() AS s')).rows[0].s;
-  const second = await connect(run.opts.sourceUrl, 'source', 'elara-sync-reader');
+  const second = await connect(run.opts.sourceUrl, 'source', 'elara-sync-reader', { mask: run.opts.target?.mask ?? null });
   const sourceTotals = new Map<string, { t: Total; ms: number }>();
   const targetTotals = new Map<string, { t: Total; ms: number }>();
   try {
@@ -351,7 +356,7 @@ async function copyRows(run: Run, plan: TablePlan, select: string, copyIn: strin
   } catch (e) {
     if (failed.side === 'source') {
       const err = toSyncError(e, 'source', plan.display);
-      const probe = await connect(run.opts.sourceUrl, 'source', 'elara-sync-probe').catch(() => null);
+      const probe = await connect(run.opts.sourceUrl, 'source', 'elara-sync-probe', { mask: run.opts.target?.mask ?? null }).catch(() => null);
       const field = probe ? await findFailingField(probe, plan).catch(() => null) : null;
       await probe?.end().catch(() => {});
       if (field) {

@@ -8,14 +8,29 @@ import { createHash } from 'node:crypto';
 import { SyncError } from '../errors.ts';
 import { parseTableName, qualifiedName, quoteIdent, type Column, type ForeignKey, type TableInfo, type UniqueIndex } from '../catalog/introspect.ts';
 import { inspectExpression } from '../sql/expression.ts';
+import { isRuleName, RULES, ruleExpression, type Rule } from '../sql/rules.ts';
 import { compareTypes } from './types.ts';
+import { subsetFilters, type SubsetConfig } from './subset.ts';
 
 export interface TableConfig {
   name: string;
-  /** Column name → SQL expression evaluated on the source (e.g. anonymisation). */
+  /** Column name → SQL expression evaluated on the source, for every target. */
   transforms?: Record<string, string>;
   /** SQL boolean expression on the source table (e.g. per-organization sync). */
   where?: string;
+  /** Column name → anonymization rule, used by targets with `anonymize: true` (every column needs one there). */
+  columns?: Record<string, Rule>;
+}
+
+/** What a target changes in the plans: its rules and its subset. */
+export interface PlanTarget {
+  name: string;
+  anonymize: boolean;
+  /** A fingerprint of the mask key (never the key), so a new key forces one full compare. */
+  maskSig: string | null;
+  /** The hash written by the password_hash rule. */
+  passwordHash: string | null;
+  subset: SubsetConfig | null;
 }
 
 export interface PlanColumn {
@@ -90,6 +105,14 @@ export function expressionProblems(cfg: TableConfig, where = `tables.${cfg.name}
     const p = checkExpression(`${where}.transforms.${col}`, expr, 'transform');
     if (p) out.push(p);
   }
+  for (const [col, rule] of Object.entries(cfg.columns ?? {})) {
+    if (typeof rule === 'string') {
+      if (!isRuleName(rule)) out.push(`${where}.columns.${col}: unknown rule "${rule}" (one of ${Object.keys(RULES).join(', ')}, or { sql: <expression> })`);
+      continue;
+    }
+    const p = checkExpression(`${where}.columns.${col}.sql`, rule.sql, 'transform');
+    if (p) out.push(p);
+  }
   if (cfg.where !== undefined) {
     const p = checkExpression(`${where}.where`, cfg.where, 'filter');
     if (p) out.push(p);
@@ -98,9 +121,10 @@ export function expressionProblems(cfg: TableConfig, where = `tables.${cfg.name}
 }
 
 /** Compiles the plans, or throws one SyncError listing every problem (never a row value). */
-export function compileTablePlans(configs: TableConfig[], source: Map<string, TableInfo>, target: Map<string, TableInfo>): TablePlan[] {
+export function compileTablePlans(configs: TableConfig[], source: Map<string, TableInfo>, target: Map<string, TableInfo>, planTarget: PlanTarget | null = null): TablePlan[] {
   const problems: string[] = [];
   const plans: TablePlan[] = [];
+  const anonymize = planTarget?.anonymize ?? false;
   for (const cfg of configs) {
     const p = parseTableName(cfg.name);
     const q = qualifiedName(p.schema, p.name);
@@ -139,6 +163,9 @@ export function compileTablePlans(configs: TableConfig[], source: Map<string, Ta
       if (!dc) problems.push(`transform for ${d.display}.${name}: no such column in staging`);
       else if (dc.generated) problems.push(`transform for ${d.display}.${name}: the column is generated in staging and cannot be written`);
     }
+    if (anonymize) {
+      for (const name of Object.keys(cfg.columns ?? {})) if (!srcCols.has(name)) problems.push(`tables.${cfg.name}.columns.${name}: no such column in production`);
+    }
     const columns: PlanColumn[] = [];
     const uniqueCols = new Set(d.uniques.flatMap((u) => u.columns));
     for (const dc of d.columns) {
@@ -166,11 +193,42 @@ export function compileTablePlans(configs: TableConfig[], source: Map<string, Ta
         broken = true;
         continue;
       }
+      let expr = transformed ? transforms[dc.name]! : quoteIdent(dc.name);
+      if (anonymize) {
+        // Fail closed: on an anonymized target every column needs a rule, so a column added in
+        // production later never flows in raw.
+        const rule: Rule | undefined = cfg.columns?.[dc.name] ?? (transformed ? { sql: transforms[dc.name]! } : undefined);
+        const where = `tables.${cfg.name}.columns.${dc.name}`;
+        if (rule === undefined) {
+          problems.push(`${where}: column ${d.display}.${dc.name} has no rule for the anonymized target ${planTarget!.name}; add one (keep, null, hash, email, …) so it cannot reach the target raw`);
+          broken = true;
+          continue;
+        }
+        if (key && rule !== 'keep') {
+          problems.push(`${where}: primary-key columns must be keep (rows are matched by key)`);
+          broken = true;
+          continue;
+        }
+        const indexes = d.uniques.filter((u) => u.columns.includes(dc.name));
+        const preserving = typeof rule === 'string' && RULES[rule].unique && !(rule === 'null' && indexes.some((u) => u.nullsNotDistinct));
+        if (indexes.length > 0 && !preserving) {
+          problems.push(`${where}: rule ${typeof rule === 'string' ? rule : 'sql'} does not keep distinct values distinct, but unique index ${indexes[0]!.name} reads the column (use keep, hash, email or token)`);
+          broken = true;
+          continue;
+        }
+        const r = ruleExpression(rule, quoteIdent(dc.name), dc.type, { passwordHash: planTarget!.passwordHash });
+        if ('error' in r) {
+          problems.push(`${where}: ${r.error}`);
+          broken = true;
+          continue;
+        }
+        expr = r.expr;
+      }
       columns.push({
         name: dc.name,
         type: dc.type,
-        expr: transformed ? transforms[dc.name]! : quoteIdent(dc.name),
-        transformed,
+        expr,
+        transformed: transformed || expr !== quoteIdent(dc.name),
         key,
         identityAlways: dc.identity === 'a',
         rewrite: key || uniqueCols.has(dc.name) || dc.identity === 'a',
@@ -201,13 +259,26 @@ export function compileTablePlans(configs: TableConfig[], source: Map<string, Ta
     const where = cfg.where ?? null;
     const fksIn = d.referencedBy;
     const only = d.relkind === 'r' ? 'ONLY ' : '';
-    const sig = createHash('sha1').update(JSON.stringify({
-      columns: columns.map((c) => [c.name, c.type, c.expr]), key: d.primaryKey, where, only,
-    })).digest('hex');
     plans.push({
       id: q, display: d.display, only, source: s, target: d, columns, key, where, uniques,
-      fksOut: d.foreignKeys, fksIn, sequences, notes, sig,
+      fksOut: d.foreignKeys, fksIn, sequences, notes, sig: '',
     });
+  }
+  if (planTarget?.subset && problems.length === 0) {
+    const p = parseTableName(planTarget.subset.root);
+    const rootId = qualifiedName(p.schema, p.name);
+    if (!plans.some((x) => x.id === rootId)) {
+      problems.push(`tables: the subset root ${planTarget.subset.root} of target ${planTarget.name} is not one of the synced tables`);
+    } else {
+      const filters = subsetFilters(plans.map((x) => ({ id: x.id, only: x.only, key: x.key, fks: x.fksOut })), rootId, planTarget.subset.where);
+      for (const x of plans) x.where = x.where ? `(${x.where}) AND ${filters.get(x.id)}` : filters.get(x.id)!;
+    }
+  }
+  for (const x of plans) {
+    x.sig = createHash('sha1').update(JSON.stringify({
+      columns: x.columns.map((c) => [c.name, c.type, c.expr]), key: x.key.map((k) => k.name), where: x.where, only: x.only,
+      mask: x.columns.some((c) => c.expr.includes('elara.mask_')) ? planTarget?.maskSig ?? null : null,
+    })).digest('hex');
   }
   if (problems.length > 0) {
     const code = problems.some((m) => m.includes('primary key')) ? 'E_NO_PRIMARY_KEY'

@@ -6,6 +6,7 @@ import { keyArray, keyLabel } from '../sql/statements.ts';
 import { LOCAL_KEYS } from '../sql/apply-statements.ts';
 import { connect, guardTarget, identify } from '../engine/connect.ts';
 import { assertOneStatement, compilePlans, validateOnSource } from '../engine/plans.ts';
+import { planTargetFor, type ResolvedTarget } from '../engine/targets.ts';
 import { SyncError } from '../errors.ts';
 import { describeDatabaseError } from '../engine/errors.ts';
 
@@ -44,9 +45,9 @@ function rowHash(p: TablePlan, side: 'source' | 'target'): string {
  * independent of the run's bucket state: the check a run's shortcuts are tested against.
  * Reads production in one snapshot; on staging it only creates temp tables.
  */
-export async function verifySync(opts: { sourceUrl: string; targetUrl: string; tables: TableConfig[] }): Promise<VerifyResult> {
+export async function verifySync(opts: { sourceUrl: string; targetUrl: string; tables: TableConfig[]; target?: ResolvedTarget }): Promise<VerifyResult> {
   const started = Date.now();
-  const source = await connect(opts.sourceUrl, 'source', 'elara-sync-verify');
+  const source = await connect(opts.sourceUrl, 'source', 'elara-sync-verify', { mask: opts.target?.mask ?? null });
   let target;
   try {
     target = await connect(opts.targetUrl, 'target', 'elara-sync-verify');
@@ -59,7 +60,7 @@ export async function verifySync(opts: { sourceUrl: string; targetUrl: string; t
     guardTarget(sid, tid, { allowProductionTarget: true });
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     await target.query('BEGIN');
-    const tables = await compilePlans(source, target, opts.tables);
+    const tables = await compilePlans(source, target, opts.tables, opts.target ? await planTargetFor(opts.target) : null);
     await validateOnSource(source, tables);
     const hasLocal = (await target.query(`SELECT to_regclass('${LOCAL_KEYS}') IS NOT NULL AS e`)).rows[0].e;
     const out: TableVerifyResult[] = [];
