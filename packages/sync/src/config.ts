@@ -60,6 +60,24 @@ export function defaultConfig(): SyncConfig {
   return { tables: DEFAULT_TABLES.map((name) => ({ name })), targets: DEFAULT_TARGETS, intervalMs: 300_000, statementTimeoutMs: 1_800_000, allowProductionTarget: false, origin: 'defaults' };
 }
 
+type Issue = { path: PropertyKey[]; message: string; code?: string; errors?: Issue[][] };
+
+/**
+ * zod reports a value matching no branch of a union (a table is a name or an object) as one
+ * "Invalid input" at the table; the branch that got furthest says which field is wrong.
+ */
+function flattenIssues(issues: readonly Issue[], prefix: PropertyKey[] = []): Array<{ path: PropertyKey[]; message: string }> {
+  return issues.flatMap((i) => {
+    if (i.code === 'invalid_union' && i.errors?.length) {
+      const best = [...i.errors].sort((a, b) => Math.max(0, ...b.map((x) => x.path.length)) - Math.max(0, ...a.map((x) => x.path.length)))[0]!;
+      if (best.some((x) => x.path.length > 0)) return flattenIssues(best, [...prefix, ...i.path]);
+      // No branch got further: the first one (here a rule name) lists what is allowed.
+      return flattenIssues(i.errors[0]!, [...prefix, ...i.path]);
+    }
+    return [{ path: [...prefix, ...i.path], message: i.message }];
+  });
+}
+
 export function parseConfig(text: string, origin: string): SyncConfig {
   let raw: unknown;
   try {
@@ -69,7 +87,7 @@ export function parseConfig(text: string, origin: string): SyncConfig {
   }
   const r = fileSchema.safeParse(raw ?? {});
   if (!r.success) {
-    const lines = r.error.issues.map((i) => `  - ${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`);
+    const lines = flattenIssues(r.error.issues).map((i) => `  - ${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`);
     throw new SyncError('E_CONFIG', `${origin} has ${lines.length} problem(s):\n${lines.join('\n')}`, 'see elara-sync.yml in the repository for an example');
   }
   const c = r.data;
