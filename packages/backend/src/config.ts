@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
-import { applyTlsEnv, loadConfig as loadSyncConfig, loadTlsOptions, parseDuration, plaintextRisk, resolveTlsSettings, type SyncConfig, type TlsSettings } from '@elara/sync';
+import { applyTlsEnv, expandUrl, loadConfig as loadSyncConfig, resolveTarget, type ResolvedTarget, loadTlsOptions, parseDuration, plaintextRisk, resolveTlsSettings, type SyncConfig, type TlsSettings } from '@elara/sync';
 
 const bool = z.enum(['0', '1', 'true', 'false']).transform((v) => v === '1' || v === 'true');
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
@@ -100,6 +100,12 @@ export interface Config {
   readonly sync: { readonly concurrency: number; readonly maxAttempts: number; readonly staleLockSeconds: number; readonly probeIntervalMs: number };
   /** elara-sync.yml as the engine reads it: every path (immediate sync, reconcile, status) uses its tables and rules. */
   readonly syncConfig: SyncConfig;
+  /**
+   * Its targets, resolved: `staging` (at STAGING_DATABASE_URL) gets the registration syncs; every
+   * target with a URL gets an in-process reconcile loop. Targets that cannot run (no URL, no mask
+   * key) are listed in `skipped` with why, for the start-up log.
+   */
+  readonly targets: { readonly staging: ResolvedTarget | null; readonly all: readonly ResolvedTarget[]; readonly skipped: ReadonlyArray<{ name: string; reason: string }> };
   readonly failpoint: 'after_prod_commit' | 'in_sync_job' | null;
   readonly trustProxy: boolean;
   readonly ops: {
@@ -116,6 +122,25 @@ export class ConfigError extends Error {
     super(`invalid configuration: ${issues.join('; ')}`);
     this.name = 'ConfigError';
   }
+}
+
+function resolveTargets(syncConfig: SyncConfig, stagingUrl: string | null, env: NodeJS.ProcessEnv): Config['targets'] {
+  const all: ResolvedTarget[] = [];
+  const skipped: Array<{ name: string; reason: string }> = [];
+  for (const t of syncConfig.targets) {
+    // staging is STAGING_DATABASE_URL as the backend reads it (PGSSL* applied); others expand their own URL.
+    const url = t.name === 'staging' ? stagingUrl : expandUrl(t.url, env);
+    if (!url) {
+      skipped.push({ name: t.name, reason: `no database URL (${t.name === 'staging' ? 'STAGING_DATABASE_URL' : t.url ?? `targets.${t.name}.url`} is not set)` });
+      continue;
+    }
+    try {
+      all.push(resolveTarget(syncConfig.targets, t.name, { env, to: applyTlsEnv(url, env) }));
+    } catch (e) {
+      skipped.push({ name: t.name, reason: (e as Error).message });
+    }
+  }
+  return Object.freeze({ staging: all.find((t) => t.name === 'staging') ?? null, all: Object.freeze(all), skipped: Object.freeze(skipped) });
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -139,6 +164,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const prodTls = checkTls('DATABASE_URL', databaseUrl, cleaned, production, e.DB_ALLOW_PLAINTEXT, tlsIssues);
   const stagingTls = stagingDatabaseUrl ? checkTls('STAGING_DATABASE_URL', stagingDatabaseUrl, cleaned, production, e.DB_ALLOW_PLAINTEXT, tlsIssues) : null;
   if (tlsIssues.length > 0) throw new ConfigError(tlsIssues);
+  const targets = resolveTargets(syncConfig, stagingDatabaseUrl, cleaned);
   const secret = e.JWT_SECRET ?? randomBytes(32).toString('base64url');
   const config: Config = {
     databaseUrl,
@@ -162,6 +188,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       probeIntervalMs: e.SYNC_PROBE_INTERVAL_MS,
     }),
     syncConfig,
+    targets,
     failpoint: e.ELARA_FAILPOINT ?? null,
     ops: Object.freeze({
       token: e.OPS_TOKEN ?? null,

@@ -1,8 +1,9 @@
 // `npm start`. With DATABASE_URL set it serves that database (and STAGING_DATABASE_URL, if set).
-// Without it, it starts an embedded PostgreSQL with elara_production and elara_staging, migrates
-// both, marks production, then starts the API, the outbox worker and the reconcile loop
-// (`elara-sync run` every 5 minutes, in-process) and prints a curl to try.
-import { mkdirSync, writeFileSync } from 'node:fs';
+// Without it, it starts an embedded PostgreSQL with elara_production, elara_staging (raw) and
+// elara_dev (anonymized), migrates them, marks production, then starts the API, the outbox worker
+// and a reconcile loop per target (`elara-sync run` every 5 minutes, in-process) and prints a curl.
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createClient, quoteIdent } from '@elara/sync';
 import { EmbeddedPostgresError, ensureDatabase, startEmbeddedPostgres, type EmbeddedPostgresHandle } from './db/embedded.ts';
@@ -30,6 +31,16 @@ async function allowConnections(adminUrl: string, database: string): Promise<voi
   }
 }
 
+/** The password of every account in the embedded default's anonymized dev copy (unless ELARA_TEST_PASSWORD is set). */
+const DEV_PASSWORD = 'elara dev password';
+
+function localSecret(path: string): string {
+  if (existsSync(path)) return readFileSync(path, 'utf8').trim();
+  const key = randomBytes(24).toString('base64url');
+  writeFileSync(path, `${key}\n`, { mode: 0o600 });
+  return key;
+}
+
 let embedded: EmbeddedPostgresHandle | null = null;
 try {
   let env = process.env;
@@ -39,6 +50,7 @@ try {
     say(`embedded data directory: ${embedded.dataDir}`);
     await ensureDatabase(embedded.url('postgres'), 'elara_production');
     await ensureDatabase(embedded.url('postgres'), 'elara_staging');
+    await ensureDatabase(embedded.url('postgres'), 'elara_dev');
     // A previous `npm run staging:down` may have left staging refusing connections.
     await allowConnections(embedded.url('postgres'), 'elara_staging');
     const prod = embedded.url('elara_production');
@@ -46,16 +58,22 @@ try {
     await migrateDatabase(prod, { outbox: true });
     await markProduction(prod);
     await migrateDatabase(staging);
-    say('migrated elara_production and elara_staging');
+    await migrateDatabase(embedded.url('elara_dev'));
+    say('migrated elara_production, elara_staging and elara_dev');
+    mkdirSync(`${REPO_ROOT}.elara`, { recursive: true, mode: 0o700 });
     env = {
       ...process.env,
       DATABASE_URL: prod,
       STAGING_DATABASE_URL: process.env.STAGING_DATABASE_URL || staging,
+      DEV_DATABASE_URL: process.env.DEV_DATABASE_URL || embedded.url('elara_dev'),
+      // The anonymized dev copy's key: generated once and kept with the embedded data (mode 0600),
+      // so masked values stay the same across restarts.
+      ELARA_SYNC_MASK_KEY: process.env.ELARA_SYNC_MASK_KEY || localSecret(`${REPO_ROOT}.elara/mask-key`),
+      ELARA_TEST_PASSWORD: process.env.ELARA_TEST_PASSWORD || DEV_PASSWORD,
       RECONCILE_INTERVAL: process.env.RECONCILE_INTERVAL || '5m',
       // Local only (the embedded server and the API listen on 127.0.0.1): no token for /sync.
       STATUS_OPEN_ON_LOOPBACK: process.env.STATUS_OPEN_ON_LOOPBACK || '1',
     };
-    mkdirSync(`${REPO_ROOT}.elara`, { recursive: true });
     writeFileSync(`${REPO_ROOT}.elara/embedded.json`, JSON.stringify({ port: embedded.port }));
   }
   const server = await startServer({ env, afterClose: async () => { await embedded?.stop(); } });
@@ -69,12 +87,15 @@ try {
     `  curl -sS -X POST ${server.url}/api/v2/auth/register -H 'content-type: application/json' -d '${body}'`,
   ];
   if (embedded) {
-    lines.push('', 'Then see it in staging:', `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_staging -c 'SELECT email, "organizationId" FROM "User"'`);
+    lines.push('', 'Then see it in staging:', `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_staging -c 'SELECT email, "organizationId" FROM "User"'`,
+      `and, anonymized, in the dev copy (after the next reconcile, within a minute of start-up; every account's password there is "${env.ELARA_TEST_PASSWORD}"):`,
+      `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_dev -c 'SELECT email, "firstName", "lastName" FROM "User"'`);
   }
   lines.push('', `Sync dashboard: ${server.url}/sync`);
   if (embedded) {
-    lines.push('Reconcile: every 5 minutes in this process; run one now with:',
+    lines.push('Reconcile: every 5 minutes in this process, for each target; run one now with:',
       `  DATABASE_URL=${embedded.url('elara_production')} STAGING_DATABASE_URL=${embedded.url('elara_staging')} npx elara-sync run`,
+      `  DATABASE_URL=${embedded.url('elara_production')} DEV_DATABASE_URL=${embedded.url('elara_dev')} ELARA_SYNC_MASK_KEY=$(cat ${REPO_ROOT}.elara/mask-key) ELARA_TEST_PASSWORD='${env.ELARA_TEST_PASSWORD}' npx elara-sync run --target dev`,
       'Simulate a staging outage and recovery: npm run staging:down / npm run staging:up');
   }
   lines.push('', 'Stop with Ctrl-C.', '');

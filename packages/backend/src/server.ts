@@ -72,7 +72,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
   const stagingPool = config.stagingDatabaseUrl ? createStagingPool(config.stagingDatabaseUrl, config, logger) : null;
   const metrics = createMetrics();
   let worker: SyncWorker | null = null;
-  let reconcile: ReconcileLoop | null = null;
+  const reconciles: ReconcileLoop[] = [];
   let app: FastifyInstance | null = null;
   const cleanup = async () => {
     if (app) {
@@ -87,7 +87,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
       await app.close().catch((err) => logger.warn({ error: describeError(err) }, 'shutdown: closing the HTTP server failed'));
       clearTimeout(cut);
     }
-    await reconcile?.stop().catch(() => {});
+    await Promise.all(reconciles.map((r) => r.stop().catch(() => {})));
     await worker?.stop().catch((err) => logger.warn({ error: describeError(err) }, 'shutdown: stopping the sync worker failed'));
     await prodPool.end().catch(() => {});
     await stagingPool?.end().catch(() => {});
@@ -128,24 +128,30 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
         outbox: () => readOutbox(prodPool),
       });
     }
-    if (stagingPool && config.ops.reconcileIntervalMs !== null) {
-      reconcile = startReconcileLoop({
-        sourceUrl: config.databaseUrl,
-        targetUrl: config.stagingDatabaseUrl!,
-        tables: [...config.syncConfig.tables],
-        statementTimeoutMs: config.syncConfig.statementTimeoutMs,
-        sequenceHeadroom: config.syncConfig.sequenceHeadroom,
-        intervalMs: config.ops.reconcileIntervalMs,
-        firstDelayMs: 1000,
-        onResult: (r) => {
-          const counts = r.tables.map((t) => ({ table: t.table, inserted: t.inserted, updated: t.updated, deleted: t.deleted, conflicts: t.conflicts }));
-          if (r.skipped) logger.info('[Reconcile] another run is in progress; skipped');
-          else if (r.error) logger.error({ code: r.error.code, error: describeError(r.error), tables: counts }, `[Reconcile] failed: ${describeError(r.error).message}`);
-          else logger.info({ durationMs: r.durationMs, tables: counts }, `[Reconcile] ${r.ok ? 'completed' : 'completed with conflicts'} in ${r.durationMs} ms`);
-        },
-        onError: (e) => logger.error({ error: describeError(e) }, '[Reconcile] crashed'),
-      });
-      logger.info({ intervalMs: config.ops.reconcileIntervalMs }, '[Reconcile] running in-process');
+    for (const t of config.targets.skipped) logger.info({ target: t.name }, `[Reconcile] target ${t.name} is not synced: ${t.reason}`);
+    if (config.ops.reconcileIntervalMs !== null) {
+      // One loop per target with a URL: staging (raw, as the seed) and e.g. an anonymized dev copy.
+      for (const target of config.targets.all) {
+        const tag = `[Reconcile${target.name === 'staging' ? '' : ` ${target.name}`}]`;
+        reconciles.push(startReconcileLoop({
+          sourceUrl: config.databaseUrl,
+          targetUrl: target.url,
+          target,
+          tables: [...config.syncConfig.tables],
+          statementTimeoutMs: config.syncConfig.statementTimeoutMs,
+          sequenceHeadroom: config.syncConfig.sequenceHeadroom,
+          intervalMs: config.ops.reconcileIntervalMs,
+          firstDelayMs: 1000,
+          onResult: (r) => {
+            const counts = r.tables.map((t) => ({ table: t.table, inserted: t.inserted, updated: t.updated, deleted: t.deleted, conflicts: t.conflicts }));
+            if (r.skipped) logger.info({ target: target.name }, `${tag} another run is in progress; skipped`);
+            else if (r.error) logger.error({ target: target.name, code: r.error.code, error: describeError(r.error), tables: counts }, `${tag} failed: ${describeError(r.error).message}`);
+            else logger.info({ target: target.name, durationMs: r.durationMs, tables: counts }, `${tag} ${r.ok ? 'completed' : 'completed with conflicts'} in ${r.durationMs} ms`);
+          },
+          onError: (e) => logger.error({ target: target.name, error: describeError(e) }, `${tag} crashed`),
+        }));
+        logger.info({ target: target.name, anonymized: target.anonymize, intervalMs: config.ops.reconcileIntervalMs }, `${tag} running in-process`);
+      }
     }
     await app.listen({ port: config.port, host: config.host });
   } catch (err) {

@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runSync, verifySync } from '@elara/sync';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { verify as argon2Verify } from '@node-rs/argon2';
+import { parseConfig, resolveTarget, runSync, verifySync } from '@elara/sync';
 import { loadConfig } from '../src/config.ts';
 import { createDatabases, json, registration, sql, startTestServer, waitFor, type Databases } from './helpers.ts';
 import type { RunningServer } from '../src/server.ts';
@@ -57,5 +60,53 @@ describe('elara-sync.yml in the backend', () => {
     writeFileSync(bad, `tables:\n  - name: User\n    where: "true; DELETE FROM \\"User\\""\n`);
     assert.throws(() => loadConfig({ DATABASE_URL: 'postgresql://x@127.0.0.1/db', ELARA_SYNC_CONFIG: bad }), /ELARA_SYNC_CONFIG [^]*tables\.0 \(User\)\.where has a ";"/);
     assert.throws(() => loadConfig({ DATABASE_URL: 'postgresql://x@127.0.0.1/db', ELARA_SYNC_CONFIG: join(dir, 'missing.yml') }), /does not exist/);
+  });
+});
+
+describe('the shipped elara-sync.yml and anonymized targets in the backend', () => {
+  const SHIPPED = readFileSync(fileURLToPath(new URL('../../../elara-sync.yml', import.meta.url)), 'utf8');
+  const KEY = 'backend-test-mask-key-0123456789';
+  let dbs: Databases;
+  before(async () => {
+    dbs = await createDatabases('backend_anon');
+  });
+  after(async () => {
+    await dbs?.drop();
+  });
+
+  test('the shipped config has a rule for every column of the migrated Organization and User tables (dev plans compile)', async () => {
+    const cfg = parseConfig(SHIPPED, 'elara-sync.yml');
+    assert.deepEqual(cfg.targets.map((t) => [t.name, t.anonymize]), [['staging', false], ['dev', true]]);
+    const target = resolveTarget(cfg.targets, 'dev', { env: { DEV_DATABASE_URL: dbs.staging.url, ELARA_SYNC_MASK_KEY: KEY, ELARA_TEST_PASSWORD: 'pw for qa' } });
+    const plan = await runSync({ sourceUrl: dbs.prod.url, targetUrl: target.url, target, tables: [...cfg.tables], dryRun: true });
+    assert.equal(plan.error, undefined, plan.error?.message);
+  });
+
+  test('a registration into an anonymized staging arrives masked; QA logs in there with ELARA_TEST_PASSWORD', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'elara-anon-'));
+    const file = join(dir, 'elara-sync.yml');
+    writeFileSync(file, SHIPPED.replace('  staging:\n    url: ${STAGING_DATABASE_URL}', '  staging:\n    url: ${STAGING_DATABASE_URL}\n    anonymize: true'));
+    const server = await startTestServer({
+      DATABASE_URL: dbs.prod.url, STAGING_DATABASE_URL: dbs.staging.url, ELARA_SYNC_CONFIG: file, ELARA_SYNC_MASK_KEY: KEY, ELARA_TEST_PASSWORD: 'pw for qa',
+    }, 'warn');
+    try {
+      const body = registration();
+      const res = await server.app.inject({ method: 'POST', url: '/api/v2/auth/register', headers: json, payload: body });
+      assert.equal(res.statusCode, 201, res.body);
+      const { user, organization } = res.json();
+      const staged = await waitFor(async () => (await sql(dbs.staging.url, 'SELECT * FROM "User" WHERE id = $1', [user.id])).rows[0], 10_000, 20);
+      assert.match(staged.email, /^user_[0-9a-f]{20}@example\.com$/);
+      assert.notEqual(staged.firstName, body.firstName);
+      assert.equal(await argon2Verify(staged.passwordHash, 'pw for qa'), true);
+      const org = (await sql(dbs.staging.url, 'SELECT name, "apiKey" FROM "Organization" WHERE id = $1', [organization.id])).rows[0];
+      assert.notEqual(org.name, body.organizationName);
+      assert.match(org.apiKey, /^elara_pk_[0-9a-f]+$/);
+      assert.equal(org.apiKey.length, organization.apiKey.length, 'the masked API key keeps its shape');
+      const raw = JSON.stringify((await sql(dbs.staging.url, 'SELECT * FROM "User" u JOIN "Organization" o ON o.id = u."organizationId"')).rows);
+      for (const v of [body.email, body.firstName, body.lastName, body.organizationName, organization.apiKey]) assert.ok(!raw.includes(v), `${v} reached staging`);
+    } finally {
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -16,7 +16,11 @@ export function parseDuration(s: string): number {
   return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
 }
 
-const ruleSchema = z.union([z.enum(Object.keys(RULES) as [RuleName, ...RuleName[]]), z.object({ sql: z.string().min(1) }).strict()]);
+const ruleSchema = z.union([
+  z.enum(Object.keys(RULES) as [RuleName, ...RuleName[]]),
+  z.object({ sql: z.string().min(1) }).strict(),
+  z.object({ token: z.string().min(1).regex(/^[A-Za-z0-9_-]+$/, 'a prefix of letters, digits, _ and -') }).strict(),
+]);
 const tableSchema = z.union([
   z.string().min(1),
   z.object({

@@ -229,3 +229,30 @@ test('the mask key is never in SQL text: only its pads, in the connection\'s sta
     await c.end();
   }
 });
+
+test('the token rule keeps only the prefix: no part of a random body survives, even when it contains _ or -', async () => {
+  const { ruleExpression } = await import('../src/sql/rules.ts');
+  const t = resolveTarget(config.targets, 'dev', { env: env() });
+  const c = new pg.Client({ connectionString: prod.url, options: maskOptions(t.mask) });
+  await c.connect();
+  try {
+    const evalRule = async (rule: Parameters<typeof ruleExpression>[0], v: string) => {
+      const r = ruleExpression(rule, '$1::text', 'text', { passwordHash: null });
+      assert.ok('expr' in r);
+      return (await c.query(`SELECT (${r.expr}) AS v`, [v])).rows[0].v as string;
+    };
+    for (const key of ['elara_pk_gG4c_f298f706e121ebe31', 'elara_pk_-_-abcdefghijklmnop', 'sk_live_XYZ_123_abc']) {
+      for (const rule of ['token', { token: 'elara_pk_' }] as const) {
+        const out = await evalRule(rule, key);
+        assert.equal(out.length, key.length);
+        const prefix = typeof rule === 'string' ? /^((?:[a-z]{2,10}[_-]){1,2})/.exec(key)?.[1] ?? '' : key.startsWith(rule.token) ? rule.token : '';
+        assert.ok(out.startsWith(prefix), `${out} keeps ${prefix}`);
+        assert.match(out.slice(prefix.length), /^[0-9a-f]*$/, `${key} → ${out}: the body is hex only`);
+      }
+    }
+    assert.equal(await evalRule({ token: 'elara_pk_' }, 'elara_pk_gG4c_f298f706e121ebe31').startsWith('elara_pk_gG4c'), false);
+    assert.equal(await evalRule('token', 'x'), await evalRule('token', 'x'), 'deterministic');
+  } finally {
+    await c.end();
+  }
+});

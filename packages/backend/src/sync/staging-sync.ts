@@ -4,7 +4,7 @@
 // with the reconcile job: it reads the rows by key from production and applies them to staging in
 // one staging transaction, parents first, only when changed.
 import type pg from 'pg';
-import { isTlsError, syncKeys, type KeySyncResult, type TableConfig } from '@elara/sync';
+import { isTlsError, syncKeys, type KeySyncResult, type ResolvedTarget, type TableConfig } from '@elara/sync';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
 import { describeError } from '../db/errors.ts';
@@ -18,11 +18,14 @@ export interface StagingSyncDeps {
   statementTimeoutMs?: number;
   /** The configured tables (elara-sync.yml): their transforms and row filters apply to immediate syncs too. */
   tables?: TableConfig[];
+  /** The staging target of elara-sync.yml: its rules (anonymize) and subset apply too. */
+  target?: ResolvedTarget;
 }
 
 const engineOptions = (deps: StagingSyncDeps) => ({
   ...(deps.statementTimeoutMs ? { statementTimeoutMs: deps.statementTimeoutMs } : {}),
   ...(deps.tables ? { tables: deps.tables } : {}),
+  ...(deps.target ? { target: deps.target } : {}),
 });
 
 export interface RegistrationRef {

@@ -17,7 +17,7 @@ import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { z } from 'zod';
 import { Logger as GraphileLogger, makeWorkerUtils, run, type Runner, type WorkerEvents, type WorkerUtils } from 'graphile-worker';
-import { createClient, createPool, syncKeys } from '@elara/sync';
+import { createClient, createPool, maskOptions, syncKeys } from '@elara/sync';
 import type { Config } from '../config.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
@@ -68,6 +68,9 @@ export async function startSyncWorker(deps: {
     idleTimeoutMillis: 60_000,
     keepAlive: true,
     application_name: 'elara-sync-worker',
+    // An anonymized staging target's rules run in production's source query: its sessions carry
+    // the mask key's pads in their startup options (never in SQL text or logs).
+    ...(config.targets.staging?.mask ? { options: maskOptions(config.targets.staging.mask) } : {}),
   }, { label: 'production', setting: 'DATABASE_URL' });
   prodPool.on('error', (err) => logger.error({ error: describeError(err) }, 'worker pool: idle client error'));
   prodPool.on('connect', (client) => client.on('error', () => {}));
@@ -196,6 +199,7 @@ export async function startSyncWorker(deps: {
         try {
           await syncRegistrationToStaging({
             prodPool, stagingPool, logger: deps.logger, metrics, statementTimeoutMs: config.staging.statementTimeoutMs, tables: [...config.syncConfig.tables],
+            target: config.targets.staging ?? undefined,
           }, ref);
         } catch (err) {
           if (isConnectivityError(err)) startProbe();
@@ -222,7 +226,7 @@ export async function startSyncWorker(deps: {
   logger.info({ concurrency: config.sync.concurrency }, '[DB Sync] outbox worker started');
   // Warm the engine's catalog (and check staging's schema) now, not on the first registration.
   syncKeys(prodPool, stagingPool, [{ table: 'Organization', keys: [] }, { table: 'User', keys: [] }],
-    { statementTimeoutMs: config.staging.statementTimeoutMs, tables: [...config.syncConfig.tables] })
+    { statementTimeoutMs: config.staging.statementTimeoutMs, tables: [...config.syncConfig.tables], target: config.targets.staging ?? undefined })
     .catch((err) => {
       logger.warn({ error: describeError(err) }, '[DB Sync] staging is not ready at start-up; sync jobs will retry');
       if (isConnectivityError(err)) startProbe();

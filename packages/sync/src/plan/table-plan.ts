@@ -107,9 +107,10 @@ export function expressionProblems(cfg: TableConfig, where = `tables.${cfg.name}
   }
   for (const [col, rule] of Object.entries(cfg.columns ?? {})) {
     if (typeof rule === 'string') {
-      if (!isRuleName(rule)) out.push(`${where}.columns.${col}: unknown rule "${rule}" (one of ${Object.keys(RULES).join(', ')}, or { sql: <expression> })`);
+      if (!isRuleName(rule)) out.push(`${where}.columns.${col}: unknown rule "${rule}" (one of ${Object.keys(RULES).join(', ')}, { token: <prefix> } or { sql: <expression> })`);
       continue;
     }
+    if ('token' in rule) continue;
     const p = checkExpression(`${where}.columns.${col}.sql`, rule.sql, 'transform');
     if (p) out.push(p);
   }
@@ -210,9 +211,10 @@ export function compileTablePlans(configs: TableConfig[], source: Map<string, Ta
           continue;
         }
         const indexes = d.uniques.filter((u) => u.columns.includes(dc.name));
-        const preserving = typeof rule === 'string' && RULES[rule].unique && !(rule === 'null' && indexes.some((u) => u.nullsNotDistinct));
+        const ruleName = typeof rule === 'string' ? rule : 'token' in rule ? 'token' : 'sql';
+        const preserving = ruleName !== 'sql' && RULES[ruleName].unique && !(ruleName === 'null' && indexes.some((u) => u.nullsNotDistinct));
         if (indexes.length > 0 && !preserving) {
-          problems.push(`${where}: rule ${typeof rule === 'string' ? rule : 'sql'} does not keep distinct values distinct, but unique index ${indexes[0]!.name} reads the column (use keep, hash, email or token)`);
+          problems.push(`${where}: rule ${ruleName} does not keep distinct values distinct, but unique index ${indexes[0]!.name} reads the column (use keep, hash, email or token)`);
           broken = true;
           continue;
         }

@@ -6,7 +6,7 @@
 // Pure: no I/O, unit-tested.
 
 export type RuleName = 'keep' | 'null' | 'hash' | 'email' | 'first_name' | 'last_name' | 'full_name' | 'company_name' | 'token' | 'password_hash';
-export type Rule = RuleName | { sql: string };
+export type Rule = RuleName | { sql: string } | { token: string };
 
 /**
  * Whether a rule maps distinct inputs to distinct outputs, so it may stand on a column a unique
@@ -21,7 +21,7 @@ export const RULES: Record<RuleName, { unique: boolean; hashed: boolean; describ
   last_name: { unique: false, hashed: true, describe: 'a plausible last name, chosen by the keyed hash' },
   full_name: { unique: false, hashed: true, describe: 'a plausible first and last name' },
   company_name: { unique: false, hashed: true, describe: 'a plausible company name' },
-  token: { unique: true, hashed: true, describe: 'same prefix (up to the last _ or -) and length as the input, the rest keyed-hash hex (an API key stays greppable)' },
+  token: { unique: true, hashed: true, describe: 'same prefix and length as the input, the rest keyed-hash hex (an API key stays greppable); the prefix is at most two leading lower-case words ending in _ or - (elara_pk_), or exactly the one given as { token: "elara_pk_" }' },
   password_hash: { unique: false, hashed: false, describe: 'the hash of ELARA_TEST_PASSWORD, so QA can log in to any account with that password' },
 };
 
@@ -52,8 +52,26 @@ const TEXTUAL = /^(text|character varying(\(\d+\))?|citext|character(\(\d+\))?)$
  * The source expression for a column under a rule. `column` is the quoted column; `type` the
  * target column's type. Returns an error message instead when the rule cannot produce that type.
  */
+/**
+ * The token rule: the prefix is kept, the rest becomes keyed-hash hex of the same length (repeated
+ * hex when the input is longer than 64 characters). Without an explicit prefix, only up to two
+ * leading words of 2 to 10 lower-case letters ending in _ or - count as prefix: a random part may
+ * contain _ itself (base64url), and none of it may survive; name the prefix when it is longer.
+ */
+function tokenExpression(column: string, h: string, prefix?: string): string {
+  const p = prefix === undefined
+    ? `coalesce(substring(${column} FROM '^((?:[a-z]{2,10}[_-]){1,2})'), '')`
+    : `CASE WHEN starts_with(${column}, '${prefix.replace(/'/g, "''")}') THEN '${prefix.replace(/'/g, "''")}' ELSE '' END`;
+  const len = `(length(${column}) - length(${p}))`;
+  return `${p} || left(repeat(encode(${h}, 'hex'), 1 + ${len} / 64), ${len})`;
+}
+
 export function ruleExpression(rule: Rule, column: string, type: string, ctx: { passwordHash: string | null }): { expr: string } | { error: string } {
-  if (typeof rule !== 'string') return { expr: rule.sql };
+  if (typeof rule !== 'string') {
+    if ('sql' in rule) return { expr: rule.sql };
+    if (!TEXTUAL.test(type)) return { error: `rule token writes text, not ${type}` };
+    return { expr: tokenExpression(column, hmac(column), rule.token) };
+  }
   const h = hmac(column);
   const nullIf = (expr: string) => `CASE WHEN ${column} IS NULL THEN NULL ELSE ${expr} END`;
   switch (rule) {
@@ -83,13 +101,8 @@ export function ruleExpression(rule: Rule, column: string, type: string, ctx: { 
       return { expr: `${pick(FIRST, h, 0)} || ' ' || ${pick(LAST, h, 1)}` };
     case 'company_name':
       return { expr: `${pick(ADJ, h, 0)} || ' ' || ${pick(NOUN, h, 1)} || ' ' || ${pick(SUFFIX, h, 2)}` };
-    case 'token': {
-      // The prefix up to the last _ or - stays (elara_pk_…), the rest becomes keyed-hash hex of
-      // the same length (repeated hex when the input is longer than 64 characters).
-      const prefix = `coalesce(substring(${column} FROM '^(.*[_-])'), '')`;
-      const len = `(length(${column}) - length(${prefix}))`;
-      return { expr: `${prefix} || left(repeat(encode(${h}, 'hex'), 1 + ${len} / 64), ${len})` };
-    }
+    case 'token':
+      return { expr: tokenExpression(column, h) };
   }
   return { error: `unknown rule ${rule as string}` };
 }
