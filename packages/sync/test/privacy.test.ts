@@ -250,7 +250,7 @@ test('the token rule keeps only the prefix: no part of a random body survives, e
         assert.match(out.slice(prefix.length), /^[0-9a-f]*$/, `${key} → ${out}: the body is hex only`);
       }
     }
-    assert.equal(await evalRule({ token: 'elara_pk_' }, 'elara_pk_gG4c_f298f706e121ebe31').startsWith('elara_pk_gG4c'), false);
+    assert.equal((await evalRule({ token: 'elara_pk_' }, 'elara_pk_gG4c_f298f706e121ebe31')).startsWith('elara_pk_gG4c'), false);
     assert.equal(await evalRule('token', 'x'), await evalRule('token', 'x'), 'deterministic');
   } finally {
     await c.end();
