@@ -185,7 +185,11 @@ async function buildBundle(): Promise<void> {
   builds++;
 }
 
-async function runElara(src: string, dst: string): Promise<ElaraRun> {
+// The anonymized target: the shipped elara-sync.yml's `dev` (every column through its rule, keyed
+// by ELARA_SYNC_MASK_KEY), into its own database, after the raw run of the same step.
+const ANON_ENV = { ...process.env, ELARA_SYNC_MASK_KEY: 'bench-mask-key-0123456789abcdef', ELARA_TEST_PASSWORD: 'bench qa password' };
+
+async function runElara(src: string, dst: string, anonymized = false): Promise<ElaraRun> {
   // Other engineers edit packages/sync/src while the bench runs; rebuild so every run starts from
   // the bundle as the CronJob does (the bin would otherwise fall back to tsx, ~0.7 s slower).
   if (!bundleFresh()) {
@@ -194,8 +198,9 @@ async function runElara(src: string, dst: string): Promise<ElaraRun> {
   }
   const startup = bundleFresh() ? 'bundle' : 'tsx';
   if (startup === 'tsx') log('warning: packages/sync/src is newer than the bundle; elara-sync starts through tsx for this run');
-  const run = await runTimed('node', ['--max-semi-space-size=1', CLI, 'run', '--json', '--from', src, '--to', dst], {
-    timeoutMs: TIMEOUT_MS, cwd: ROOT, measureRss: true, forcePoll: flags['rss-poll'],
+  const run = await runTimed('node', ['--max-semi-space-size=1', CLI, 'run', '--json', '--from', src, '--to', dst,
+    ...(anonymized ? ['--config', join(ROOT, 'elara-sync.yml'), '--target', 'dev'] : [])], {
+    timeoutMs: TIMEOUT_MS, cwd: ROOT, measureRss: true, forcePoll: flags['rss-poll'], ...(anonymized ? { env: ANON_ENV } : {}),
   });
   let json: ElaraJson | null = null;
   try {
@@ -227,7 +232,7 @@ interface SizeResult {
   orgs: number;
   sourceUserMb: number;
   generateS: number;
-  steps: Record<Step, { seed?: ToolRun; plain?: ToolRun; elara?: ElaraRun }>;
+  steps: Record<Step, { seed?: ToolRun; plain?: ToolRun; elara?: ElaraRun; anon?: ElaraRun }>;
   changeSet?: { updated: number; deleted: number };
   propagation?: { seed: Propagation; elara: Propagation };
   anomalies: string[];
@@ -243,7 +248,7 @@ function expectCounts(r: SizeResult, label: string, got: { orgs: number; users: 
   }
 }
 
-function expectElara(r: SizeResult, step: Step, e: ElaraRun, want: Record<'Organization' | 'User', [number, number, number]>): void {
+function expectElara(r: SizeResult, step: string, e: ElaraRun, want: Record<'Organization' | 'User', [number, number, number]>): void {
   if (!e.ok) {
     r.anomalies.push(`elara-sync ${step}: exit ${e.exitCode}, ok=${e.json?.ok}; stdout: ${e.stdout ?? ''} stderr: ${e.stderr ?? ''}`);
   }
@@ -265,7 +270,7 @@ async function benchSize(users: number): Promise<SizeResult> {
   try {
     const mk = async (role: string) => { const n = await createDatabase(role); names.push(n); return dbUrl(n); };
     const src = await mk('src');
-    const dst = { seed: await mk('seed'), plain: await mk('plain'), elara: await mk('elara') };
+    const dst = { seed: await mk('seed'), plain: await mk('plain'), elara: await mk('elara'), anon: await mk('anon') };
     await Promise.all([src, ...Object.values(dst)].map((u) => migrateDatabase(u)));
 
     log(`N=${users}: generating ${r.orgs} organizations and ${users} users`);
@@ -295,6 +300,10 @@ async function benchSize(users: number): Promise<SizeResult> {
     expectElara(r, 'full', full.elara, { Organization: [want.orgs, 0, 0], User: [want.users, 0, 0] });
     full.elara.verify = await verifyElara(src, dst.elara);
     if (full.elara.verify!.exitCode !== 0) r.anomalies.push(`elara-sync verify after full: exit ${full.elara.verify!.exitCode}: ${full.elara.verify!.output}`);
+    await checkpoint();
+    full.anon = await runElara(src, dst.anon, true);
+    log(`full elara-sync anonymized ${full.anon.s.toFixed(2)} s, peak RSS ${full.anon.peakRssMb?.toFixed(0)} MB`);
+    expectElara(r, 'full anonymized', full.anon, { Organization: [want.orgs, 0, 0], User: [want.users, 0, 0] });
 
     // no-change re-runs
     const same = r.steps['no-change'];
@@ -306,6 +315,10 @@ async function benchSize(users: number): Promise<SizeResult> {
     log(`no-change elara-sync ${same.elara.s.toFixed(2)} s, peak RSS ${same.elara.peakRssMb?.toFixed(0)} MB`);
     if (!same.seed.ok) r.anomalies.push(`seed no-change: exit ${same.seed.exitCode}: ${same.seed.stderr ?? ''}`);
     expectElara(r, 'no-change', same.elara, { Organization: [0, 0, 0], User: [0, 0, 0] });
+    await checkpoint();
+    same.anon = await runElara(src, dst.anon, true);
+    log(`no-change elara-sync anonymized ${same.anon.s.toFixed(2)} s`);
+    expectElara(r, 'no-change anonymized', same.anon, { Organization: [0, 0, 0], User: [0, 0, 0] });
 
     // the change set, once, then both again
     const cs: ChangeSet = await applyChangeSet(src, users);
@@ -321,6 +334,10 @@ async function benchSize(users: number): Promise<SizeResult> {
     log(`1%-changed elara-sync ${changed.elara.s.toFixed(2)} s, peak RSS ${changed.elara.peakRssMb?.toFixed(0)} MB`);
     if (!changed.seed.ok) r.anomalies.push(`seed 1%-changed: exit ${changed.seed.exitCode}: ${changed.seed.stderr ?? ''}`);
     expectElara(r, '1%-changed', changed.elara, { Organization: [0, 0, 0], User: [0, cs.updatedIds.length, cs.deletedIds.length] });
+    await checkpoint();
+    changed.anon = await runElara(src, dst.anon, true);
+    log(`1%-changed elara-sync anonymized ${changed.anon.s.toFixed(2)} s`);
+    expectElara(r, '1%-changed anonymized', changed.anon, { Organization: [0, 0, 0], User: [0, cs.updatedIds.length, cs.deletedIds.length] });
     changed.elara.verify = await verifyElara(src, dst.elara);
     if (changed.elara.verify!.exitCode !== 0) r.anomalies.push(`elara-sync verify after 1%-changed: exit ${changed.elara.verify!.exitCode}: ${changed.elara.verify!.output}`);
     r.propagation = { seed: await checkPropagation(dst.seed, cs), elara: await checkPropagation(dst.elara, cs) };
@@ -370,6 +387,8 @@ function targetsLine(r: SizeResult, smallest?: SizeResult): string {
     `no-change ${(same * 100).toFixed(0)}% of seed (≤ 10%: ${mark(same <= 0.1)})`,
     `1%-changed ${(chg * 100).toFixed(0)}% of seed (≤ 20%: ${mark(chg <= 0.2)}${r.propagation && !r.propagation.elara.stale && !r.propagation.elara.stillPresent ? ', every change propagated' : ', NOT every change propagated'})`,
     `peak RSS ${peak.toFixed(0)} MB (< 200 MB: ${mark(peak < 200)})`,
+    `anonymized full ${ratio(st.full.anon, st.full.elara).toFixed(2)}× raw (≤ 1.50×: ${mark(ratio(st.full.anon, st.full.elara) <= 1.5)})`,
+    `anonymized no-change ${ratio(st['no-change'].anon, st['no-change'].elara).toFixed(2)}× raw (≤ 1.20×: ${mark(ratio(st['no-change'].anon, st['no-change'].elara) <= 1.2)})`,
   ];
   if (smallest && smallest !== r) {
     const growth = peak / maxRss(smallest) - 1;
@@ -406,13 +425,13 @@ function renderSize(r: SizeResult, smallest?: SizeResult): string {
     const rat = step === 'full'
       ? `${ratio(s.elara, s.plain).toFixed(2)}× plain (seed ${ratio(s.seed, s.plain).toFixed(2)}×)`
       : `${ratio(s.elara, s.seed).toFixed(2)}× seed`;
-    return `| ${step} | ${sec(s.seed)} | ${sec(s.plain)} | ${sec(s.elara)} | ${rat} | ${mb(s.elara)} | ${propagatedCell(r, step)} |`;
+    return `| ${step} | ${sec(s.seed)} | ${sec(s.plain)} | ${sec(s.elara)} | ${rat} | ${sec(s.anon)} | ${ratio(s.anon, s.elara).toFixed(2)}× raw | ${mb(s.elara)} | ${propagatedCell(r, step)} |`;
   });
   return [
     head,
     '',
-    '| step | seed pipeline s | plain COPY pipe s | elara-sync s | ratio | elara peak RSS MB | propagated |',
-    '|---|---:|---:|---:|---|---:|---|',
+    '| step | seed pipeline s | plain COPY pipe s | elara-sync s | ratio | elara anonymized s | anonymized ratio | elara peak RSS MB | propagated |',
+    '|---|---:|---:|---:|---|---:|---|---:|---|',
     ...rows,
     '',
     targetsLine(r, smallest),
