@@ -9,6 +9,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
+
+/** A pool whose idle clients may be ended by a forced DROP DATABASE at teardown (pool.end resolves before their sockets close). */
+const quietPool = (config: pg.PoolConfig) => {
+  const pool = new pg.Pool(config);
+  pool.on('error', () => {});
+  return pool;
+};
 import { sql } from '@elara/testkit';
 import { runSync, syncKeys } from '../src/index.ts';
 import { cases, fkOrphans, tableRows } from './cases.ts';
@@ -88,8 +95,8 @@ for (const k of KINDS.slice(0, 6)) {
   for (const m of moves(k).slice(0, 2)) {
     test(`unique reuse, immediate sync: ${k.name}: ${m.what}`, async () => {
       const pair = await createPair('conv_keys', ddlFor(k));
-      const source = new pg.Pool({ connectionString: pair.source.url });
-      const target = new pg.Pool({ connectionString: pair.target.url });
+      const source = quietPool({ connectionString: pair.source.url });
+      const target = quietPool({ connectionString: pair.target.url });
       try {
         await sql(pair.source.url, seedFor(k));
         await runSync({ sourceUrl: pair.source.url, targetUrl: pair.target.url, tables: [{ name: 'U' }, { name: 'Child' }] });

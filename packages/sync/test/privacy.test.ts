@@ -6,6 +6,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
+
+/** A pool whose idle clients may be ended by a forced DROP DATABASE at teardown (pool.end resolves before their sockets close). */
+const quietPool = (config: pg.PoolConfig) => {
+  const pool = new pg.Pool(config);
+  pool.on('error', () => {});
+  return pool;
+};
 import { verify as argon2Verify } from '@node-rs/argon2';
 import { createTestDatabase, sql, type TestDatabase } from '@elara/testkit';
 import { maskOptions, parseConfig, resolveTarget, runSync, syncKeys, verifySync, type TableConfig } from '../src/index.ts';
@@ -187,9 +194,9 @@ test('the immediate sync applies the target\'s rules: a new user arrives masked;
   await run('dev');
   const id = '00000000-0000-4000-9000-000000009999';
   await sql(prod.url, `INSERT INTO "User" (id, email, "passwordHash", "firstName", "organizationId") VALUES ('${id}', 'New.Person@RealMail.example.org', 'hash', 'Newname', '00000000-0000-4000-8000-000000000001')`);
-  const plain = new pg.Pool({ connectionString: prod.url });
-  const masked = new pg.Pool({ connectionString: prod.url, options: maskOptions(t.mask) });
-  const target = new pg.Pool({ connectionString: t.url });
+  const plain = quietPool({ connectionString: prod.url });
+  const masked = quietPool({ connectionString: prod.url, options: maskOptions(t.mask) });
+  const target = quietPool({ connectionString: t.url });
   try {
     await assert.rejects(syncKeys(plain, target, [{ table: 'User', keys: [{ id }] }], { tables: [...config.tables], target: t }), /has no mask key/);
     const r = await syncKeys(masked, target, [{ table: 'User', keys: [{ id }] }], { tables: [...config.tables], target: t });

@@ -11,6 +11,13 @@ import { runSync, syncKeys, verifySync, type ResolvedTarget } from '../src/index
 import { fkOrphans } from './cases.ts';
 import pg from 'pg';
 
+/** A pool whose idle clients may be ended by a forced DROP DATABASE at teardown (pool.end resolves before their sockets close). */
+const quietPool = (config: pg.PoolConfig) => {
+  const pool = new pg.Pool(config);
+  pool.on('error', () => {});
+  return pool;
+};
+
 const SCHEMA = `
 CREATE TABLE "Organization" (id int PRIMARY KEY, tier text NOT NULL, "parentId" int REFERENCES "Organization"(id));
 CREATE TABLE "User" (id int PRIMARY KEY, "organizationId" int NOT NULL REFERENCES "Organization"(id), "managerId" int REFERENCES "User"(id));
@@ -114,8 +121,8 @@ test('the immediate sync honours the subset: a registration outside the scope ne
   await sql(prod.url, `INSERT INTO "Organization" VALUES (1, 'enterprise', NULL), (2, 'free', NULL); INSERT INTO "User" VALUES (10, 1, NULL)`);
   await sync();
   await sql(prod.url, `INSERT INTO "User" VALUES (20, 2, NULL), (21, 1, NULL)`);
-  const source = new pg.Pool({ connectionString: prod.url });
-  const target = new pg.Pool({ connectionString: dev.url });
+  const source = quietPool({ connectionString: prod.url });
+  const target = quietPool({ connectionString: dev.url });
   try {
     await syncKeys(source, target, [{ table: 'Organization', keys: [{ id: 2 }] }, { table: 'User', keys: [{ id: 20 }, { id: 21 }] }], { tables: TABLES, target: subsetTarget(dev.url) });
   } finally {
