@@ -88,7 +88,7 @@ try {
   ];
   if (embedded) {
     lines.push('', 'Then see it in staging:', `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_staging -c 'SELECT email, "organizationId" FROM "User"'`,
-      `and, anonymized, in the dev copy (after the next reconcile, within a minute of start-up; every account's password there is "${env.ELARA_TEST_PASSWORD}"):`,
+      `and, anonymized, in the dev copy (at its next reconcile, every 5 minutes, or now with the second command below; every account's password there is "${env.ELARA_TEST_PASSWORD}"):`,
       `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_dev -c 'SELECT email, "firstName", "lastName" FROM "User"'`);
   }
   lines.push('', `Sync dashboard: ${server.url}/sync`);

@@ -114,7 +114,7 @@ function progressReporter(io: Io, enabled: boolean): { onProgress?: (e: Progress
   };
 }
 
-function printRunHuman(io: Io, r: RunResult, dryRun: boolean): void {
+function printRunHuman(io: Io, r: RunResult, dryRun: boolean, targetName = 'staging'): void {
   if (r.skipped) {
     io.out('Another elara-sync run is in progress on this staging database; nothing to do.');
     return;
@@ -130,9 +130,11 @@ function printRunHuman(io: Io, r: RunResult, dryRun: boolean): void {
   if (dryRun) for (const n of r.notes) io.out(`note: ${n}`);
   if (r.error) return;
   io.out(dryRun ? 'Plan complete: nothing was written.' : r.ok ? 'Sync completed successfully!' : 'Sync completed; some rows were held back because rows created in staging block them (see above); everything else was applied.');
+  // The seed's closing lines, "Production users: N" / "Staging users: N", with the target's name.
+  const side = targetName === 'staging' ? 'Staging' : `${targetName[0]!.toUpperCase()}${targetName.slice(1)}`;
   for (const t of r.tables) {
     io.out(`Production ${plural(t.table)}: ${t.sourceRows}`);
-    io.out(`Staging ${plural(t.table)}: ${dryRun ? t.targetRows : t.targetRows}`);
+    io.out(`${side} ${plural(t.table)}: ${t.targetRows}`);
   }
 }
 
@@ -154,7 +156,7 @@ async function cmdRun(io: Io, values: Record<string, string | boolean | undefine
   const allowProductionTarget = Boolean(values['allow-production-target']) || config.allowProductionTarget;
   const report = (r: RunResult): number => {
     if (json) io.out(runJson(r));
-    else printRunHuman(io, r, dryRun);
+    else printRunHuman(io, r, dryRun, target.name);
     if (r.error) {
       if (!json) printError(io, r.error, false);
       return 2;
