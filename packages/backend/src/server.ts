@@ -73,6 +73,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
   const metrics = createMetrics();
   let worker: SyncWorker | null = null;
   const reconciles: ReconcileLoop[] = [];
+  const targetPools: Array<{ name: string; pool: pg.Pool }> = [];
   let app: FastifyInstance | null = null;
   const cleanup = async () => {
     if (app) {
@@ -91,6 +92,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
     await worker?.stop().catch((err) => logger.warn({ error: describeError(err) }, 'shutdown: stopping the sync worker failed'));
     await prodPool.end().catch(() => {});
     await stagingPool?.end().catch(() => {});
+    await Promise.all(targetPools.map((t) => t.pool.end().catch(() => {})));
   };
   try {
     await migrateOutbox(config.databaseUrl, { label: 'production', setting: 'DATABASE_URL' });
@@ -115,8 +117,10 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
       const deps = app.elara;
       // Row counts scan both databases: at most once a minute, however often /metrics is scraped.
       let counted: { at: number; tables: Promise<Awaited<ReturnType<typeof collectStatus>>['tables']> } | null = null;
+      // The other targets' run records (an anonymized dev copy…): a small pool each, for the metrics.
+      for (const t of config.targets.all) if (t.name !== 'staging') targetPools.push({ name: t.name, pool: createStagingPool(t.url, config, logger) });
       registerReconcileMetrics(metrics, {
-        stagingPool,
+        targets: [{ name: 'staging', pool: stagingPool, outbox: () => readOutbox(prodPool) }, ...targetPools],
         rowCounts: () => {
           if (!counted || Date.now() - counted.at >= ROW_COUNT_MAX_AGE_MS) {
             const tables = collectStatus(deps, statusOptions).then((s) => s.tables);
@@ -125,7 +129,6 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
           }
           return counted.tables;
         },
-        outbox: () => readOutbox(prodPool),
       });
     }
     for (const t of config.targets.skipped) logger.info({ target: t.name }, `[Reconcile] target ${t.name} is not synced: ${t.reason}`);

@@ -47,8 +47,8 @@ async function fromRecords(stagingUrl: string) {
       FROM elara_sync.runs r CROSS JOIN jsonb_array_elements(r.tables) t
      WHERE r.mode = 'run' AND r.status IN ('ok', 'conflicts') GROUP BY 1`)).rows;
   const out: Record<string, number> = {};
-  for (const result of ['ok', 'conflicts', 'error']) out[`elara_sync_runs_total{result="${result}"}`] = runs.find((r) => r.status === result)?.n ?? 0;
-  for (const r of rows) for (const op of ['inserted', 'updated', 'deleted']) out[`elara_sync_rows_total{table="${r.table}",op="${op}"}`] = r[op];
+  for (const result of ['ok', 'conflicts', 'error']) out[`elara_sync_runs_total{target="staging",result="${result}"}`] = runs.find((r) => r.status === result)?.n ?? 0;
+  for (const r of rows) for (const op of ['inserted', 'updated', 'deleted']) out[`elara_sync_rows_total{target="staging",table="${r.table}",op="${op}"}`] = r[op];
   return out;
 }
 
@@ -126,9 +126,9 @@ describe('/metrics under promtool, and the reconcile counters from run records',
     assert.equal(types.get('elara_sync_runs_total'), 'counter');
     assert.equal(types.get('elara_sync_rows_total'), 'counter');
     const expected = await fromRecords(dbs.staging.url);
-    assert.deepEqual([expected['elara_sync_runs_total{result="ok"}'], expected['elara_sync_runs_total{result="conflicts"}'], expected['elara_sync_runs_total{result="error"}']], [1, 1, 1]);
+    assert.deepEqual([expected['elara_sync_runs_total{target="staging",result="ok"}'], expected['elara_sync_runs_total{target="staging",result="conflicts"}'], expected['elara_sync_runs_total{target="staging",result="error"}']], [1, 1, 1]);
     assertCountersEqual(text, expected, 'after ok, conflicts, error');
-    assert.equal(sample(text, 'elara_sync_staging_up'), 1);
+    assert.equal(sample(text, 'elara_sync_staging_up{target="staging"}'), 1);
   });
 
   test('a run still in progress is counted when it finishes, not before', async () => {
@@ -140,30 +140,30 @@ describe('/metrics under promtool, and the reconcile counters from run records',
     await sql(dbs.staging.url, `DELETE FROM "Organization" WHERE id = '${QA_ORG}'`);
     assert.equal((await run()).ok, true);
     const now = await fromRecords(dbs.staging.url);
-    assert.equal(now['elara_sync_runs_total{result="error"}'], before['elara_sync_runs_total{result="error"}']! + 1);
-    assert.equal(now['elara_sync_runs_total{result="ok"}'], before['elara_sync_runs_total{result="ok"}']! + 1);
-    assert.equal(now['elara_sync_rows_total{table="Organization",op="inserted"}'], before['elara_sync_rows_total{table="Organization",op="inserted"}']! + 1);
+    assert.equal(now['elara_sync_runs_total{target="staging",result="error"}'], before['elara_sync_runs_total{target="staging",result="error"}']! + 1);
+    assert.equal(now['elara_sync_runs_total{target="staging",result="ok"}'], before['elara_sync_runs_total{target="staging",result="ok"}']! + 1);
+    assert.equal(now['elara_sync_rows_total{target="staging",table="Organization",op="inserted"}'], before['elara_sync_rows_total{target="staging",table="Organization",op="inserted"}']! + 1);
     assertCountersEqual(await scrape(), now, 'after the interrupted run and the next');
   });
 
   test('staging unreachable: counters keep their values, staging_up is 0, lag keeps growing; then they go on', async () => {
     const expected = await fromRecords(dbs.staging.url);
     const up = await scrape();
-    const lagBefore = sample(up, 'elara_sync_lag_seconds{table="User"}')!;
+    const lagBefore = sample(up, 'elara_sync_lag_seconds{target="staging",table="User"}')!;
     assert.ok(lagBefore >= 0);
     await proxy.stop();
     try {
       const down = await scrape();
-      assert.equal(sample(down, 'elara_sync_staging_up'), 0);
+      assert.equal(sample(down, 'elara_sync_staging_up{target="staging"}'), 0);
       assertCountersEqual(down, expected, 'while staging is unreachable');
-      await waitFor(async () => sample(await scrape(), 'elara_sync_lag_seconds{table="User"}')! > lagBefore, 10_000, 20);
+      await waitFor(async () => sample(await scrape(), 'elara_sync_lag_seconds{target="staging",table="User"}')! > lagBefore, 10_000, 20);
 
       // A backend that starts while staging is unreachable has never read the records: it shows
       // no counter samples at all (a 0 now and the real total later would look like a burst of runs).
       const late = await startTestServer({ DATABASE_URL: dbs.prod.url, STAGING_DATABASE_URL: proxy.url(dbs.staging.name) }, 'silent');
       try {
         const text = await scrape(late);
-        assert.equal(sample(text, 'elara_sync_staging_up'), 0);
+        assert.equal(sample(text, 'elara_sync_staging_up{target="staging"}'), 0);
         assert.match(text, /^# TYPE elara_sync_runs_total counter$/m);
         assert.doesNotMatch(text, /^elara_sync_(runs|rows)_total\{/m);
         await proxy.start();
@@ -177,9 +177,9 @@ describe('/metrics under promtool, and the reconcile counters from run records',
     await sql(dbs.prod.url, `UPDATE "Organization" SET name = 'Prod renamed' WHERE id = '${QA_ORG}'`);
     assert.equal((await run()).ok, true);
     const again = await scrape();
-    assert.equal(sample(again, 'elara_sync_staging_up'), 1);
+    assert.equal(sample(again, 'elara_sync_staging_up{target="staging"}'), 1);
     const after = await fromRecords(dbs.staging.url);
-    assert.equal(after['elara_sync_rows_total{table="Organization",op="updated"}'], expected['elara_sync_rows_total{table="Organization",op="updated"}']! + 1);
+    assert.equal(after['elara_sync_rows_total{target="staging",table="Organization",op="updated"}'], expected['elara_sync_rows_total{target="staging",table="Organization",op="updated"}']! + 1);
     assertCountersEqual(again, after, 'after staging came back and one more run');
   });
 

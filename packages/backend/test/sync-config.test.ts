@@ -10,6 +10,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { verify as argon2Verify } from '@node-rs/argon2';
 import { parseConfig, resolveTarget, runSync, verifySync } from '@elara/sync';
+import { createTestDatabase } from '@elara/testkit';
+import { migrateDatabase } from '../src/db/migrate.ts';
 import { loadConfig } from '../src/config.ts';
 import { createDatabases, json, registration, sql, startTestServer, waitFor, type Databases } from './helpers.ts';
 import type { RunningServer } from '../src/server.ts';
@@ -109,4 +111,30 @@ describe('the shipped elara-sync.yml and anonymized targets in the backend', () 
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+test('each target has its own runs and metrics: the in-process loop reconciles dev too, and /metrics labels it', async () => {
+  const dbs = await createDatabases('backend_targets');
+  const dev = await createTestDatabase('backend_targets_dev');
+  await migrateDatabase(dev.url);
+  const server = await startTestServer({
+    DATABASE_URL: dbs.prod.url, STAGING_DATABASE_URL: dbs.staging.url, DEV_DATABASE_URL: dev.url, RECONCILE_INTERVAL: '1h',
+    ELARA_SYNC_MASK_KEY: 'backend-test-mask-key-0123456789', ELARA_TEST_PASSWORD: 'pw for qa',
+  }, 'warn');
+  try {
+    const res = await server.app.inject({ method: 'POST', url: '/api/v2/auth/register', headers: json, payload: registration() });
+    assert.equal(res.statusCode, 201);
+    // The loops' first runs (1 s after start) write each target's own run record.
+    const text = await waitFor(async () => {
+      const t = await server.metrics.registry.metrics();
+      return /elara_sync_runs_total\{target="dev",result="ok"\} 1/.test(t) && /elara_sync_runs_total\{target="staging",result="ok"\} 1/.test(t) ? t : null;
+    }, 20_000, 200);
+    assert.match(text, /elara_sync_staging_up\{target="dev"\} 1/);
+    assert.match(text, /elara_sync_lag_seconds\{target="dev",table="User"\}/);
+    assert.equal((await sql(dev.url, `SELECT count(*)::int AS n FROM elara_sync.runs`)).rows[0].n, 1, 'dev keeps its own run records');
+  } finally {
+    await server.close();
+    await dbs.drop();
+    await dev.drop();
+  }
 });

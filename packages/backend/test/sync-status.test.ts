@@ -163,18 +163,18 @@ describe('sync status API, reconcile metrics and /sync files', () => {
       assert.ok(line, `no ${prefix} in /metrics`);
       return Number(line.split(' ').pop());
     };
-    assert.equal(value('elara_sync_runs_total{result="ok"}'), 2);
-    assert.equal(value('elara_sync_runs_total{result="error"}'), 0);
-    assert.equal(value('elara_sync_rows_total{table="User",op="inserted"}'), 1);
-    assert.equal(value('elara_sync_rows_total{table="Organization",op="inserted"}'), 0);
-    assert.equal(value('elara_sync_rows_total{table="User",op="deleted"}'), 0);
-    const lag = value('elara_sync_lag_seconds{table="User"}');
+    assert.equal(value('elara_sync_runs_total{target="staging",result="ok"}'), 2);
+    assert.equal(value('elara_sync_runs_total{target="staging",result="error"}'), 0);
+    assert.equal(value('elara_sync_rows_total{target="staging",table="User",op="inserted"}'), 1);
+    assert.equal(value('elara_sync_rows_total{target="staging",table="Organization",op="inserted"}'), 0);
+    assert.equal(value('elara_sync_rows_total{target="staging",table="User",op="deleted"}'), 0);
+    const lag = value('elara_sync_lag_seconds{target="staging",table="User"}');
     assert.ok(lag >= 0 && lag < 300, `lag ${lag}`);
-    assert.equal(value('elara_sync_lag_rows{table="User"}'), 0);
-    assert.equal(value('elara_sync_lag_rows{table="Organization"}'), 0);
-    const lastSuccess = value('elara_sync_last_success_timestamp_seconds');
+    assert.equal(value('elara_sync_lag_rows{target="staging",table="User"}'), 0);
+    assert.equal(value('elara_sync_lag_rows{target="staging",table="Organization"}'), 0);
+    const lastSuccess = value('elara_sync_last_success_timestamp_seconds{target="staging"}');
     assert.ok(Math.abs(lastSuccess - Date.now() / 1000) < 300, `last success ${lastSuccess}`);
-    assert.ok(value('elara_sync_last_run_duration_seconds') >= 0);
+    assert.ok(value('elara_sync_last_run_duration_seconds{target="staging"}') >= 0);
     assert.ok(value('elara_immediate_sync_total{result="success"}') >= 1);
   });
 

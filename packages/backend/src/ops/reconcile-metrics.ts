@@ -1,7 +1,8 @@
-// Reconcile metrics, read from the run records in staging at scrape time (so CronJob runs count as
-// well as in-process ones): elara_sync_runs_total{result}, elara_sync_rows_total{table,op},
-// elara_sync_last_run_duration_seconds, elara_sync_last_success_timestamp_seconds,
-// elara_sync_lag_seconds{table}, elara_sync_lag_rows{table}, elara_sync_staging_up.
+// Reconcile metrics, read from each target's run records at scrape time (so CronJob runs count as
+// well as in-process ones), every one labelled with its target: elara_sync_runs_total{result},
+// elara_sync_rows_total{table,op}, elara_sync_last_run_duration_seconds,
+// elara_sync_last_success_timestamp_seconds, elara_sync_lag_seconds{table},
+// elara_sync_lag_rows{table} (staging), elara_sync_staging_up.
 //
 // The two counters are totals over elara_sync.runs. Each scrape adds only the runs that finished
 // since the previous scrape (a cursor over run ids), so a scrape costs the same after a year of
@@ -58,13 +59,17 @@ interface Summary {
 // staging with zero runs, not an unreachable one.
 const NOT_CREATED_YET = new Set(['42P01', '3F000']);
 
-export function registerReconcileMetrics(metrics: Metrics, opts: {
-  stagingPool: pg.Pool;
-  /** Production and staging row counts per table (from the status collector). */
-  rowCounts: () => Promise<Array<{ table: string; lagRows: number | null }>>;
-  /** The outbox backlog on production: lag counts immediate syncs only when nothing older waits (status.ts lagSeconds). */
-  outbox: () => Promise<{ backlog: number; oldestAgeSeconds: number }>;
-}): void {
+interface TargetSource {
+  /** The target's name in elara-sync.yml (the `target` label). */
+  name: string;
+  /** A pool on the target database, where its run records are. */
+  pool: pg.Pool;
+  /** The outbox backlog, for the target the registration syncs go to (lag counts them; status.ts lagSeconds). */
+  outbox?: () => Promise<{ backlog: number; oldestAgeSeconds: number }>;
+}
+
+/** One target's figures, read from its run records; each scrape reads every target once. */
+function targetReader(t: TargetSource) {
   const totals = {
     loaded: false,
     cursor: 0,
@@ -75,7 +80,7 @@ export function registerReconcileMetrics(metrics: Metrics, opts: {
     up: false,
     durationSeconds: null as number | null,
     successTimestamp: null as number | null,
-    // Lag as read, and when: while staging cannot be read, the lag keeps growing from there.
+    // Lag as read, and when: while the target cannot be read, the lag keeps growing from there.
     lag: new Map<string, { seconds: number; readAt: number }>(),
   };
   const resetTotals = () => {
@@ -83,11 +88,11 @@ export function registerReconcileMetrics(metrics: Metrics, opts: {
     for (const r of RESULTS) totals.runs[r] = 0;
     totals.rows.clear();
   };
-  const query = async (): Promise<Summary> => (await opts.stagingPool.query<Summary>(SUMMARY_SQL, [totals.cursor])).rows[0]!;
+  const query = async (): Promise<Summary> => (await t.pool.query<Summary>(SUMMARY_SQL, [totals.cursor])).rows[0]!;
   const refresh = async () => {
     try {
       let s = await query();
-      // Fewer run ids than already counted: staging was recreated or restored. Count it afresh
+      // Fewer run ids than already counted: the target was recreated or restored. Count it afresh
       // (Prometheus sees a counter reset, which rate() and increase() handle).
       if (s.max_id === null ? totals.cursor > 0 : Number(s.max_id) < totals.cursor) {
         resetTotals();
@@ -95,15 +100,15 @@ export function registerReconcileMetrics(metrics: Metrics, opts: {
       }
       for (const r of RESULTS) totals.runs[r] += Number(s.runs[r] ?? 0);
       for (const row of s.rows) {
-        const t = totals.rows.get(row.table) ?? { inserted: 0, updated: 0, deleted: 0 };
-        for (const op of OPS) t[op] += Number(row[op]);
-        totals.rows.set(row.table, t);
+        const x = totals.rows.get(row.table) ?? { inserted: 0, updated: 0, deleted: 0 };
+        for (const op of OPS) x[op] += Number(row[op]);
+        totals.rows.set(row.table, x);
       }
       totals.cursor = Number(s.upto);
       totals.loaded = true;
       if (s.last_duration_ms !== null) last.durationSeconds = Number(s.last_duration_ms) / 1000;
       if (s.last_success !== null) last.successTimestamp = Number(s.last_success);
-      const [states, outbox] = await Promise.all([readTableStates(opts.stagingPool), opts.outbox()]);
+      const [states, outbox] = await Promise.all([readTableStates(t.pool), t.outbox ? t.outbox() : { backlog: 0, oldestAgeSeconds: 0 }]);
       const now = Date.now();
       for (const st of states) {
         const seconds = lagSeconds(now, st, outbox);
@@ -119,62 +124,74 @@ export function registerReconcileMetrics(metrics: Metrics, opts: {
       }
     }
   };
-  let pending: Promise<void> | null = null;
-  // One query per scrape, shared by every metric below.
-  const read = () => (pending ??= refresh().finally(() => setTimeout(() => { pending = null; }, 0)));
+  return { name: t.name, totals, last, refresh };
+}
+
+export function registerReconcileMetrics(metrics: Metrics, opts: {
+  /** Every target with a database (staging, an anonymized dev copy, …): each has its own run records and figures. */
+  targets: TargetSource[];
+  /** Production and staging row counts per table (from the status collector), for the staging target. */
+  rowCounts: () => Promise<Array<{ table: string; lagRows: number | null }>>;
+}): void {
+  const readers = opts.targets.map(targetReader);
+  let pending: Promise<unknown> | null = null;
+  // One read of every target per scrape, shared by every metric below.
+  const read = () => (pending ??= Promise.all(readers.map((r) => r.refresh())).finally(() => setTimeout(() => { pending = null; }, 0)));
 
   const registers = [metrics.registry];
   new client.Counter({
-    name: 'elara_sync_runs_total', help: 'Finished reconcile runs recorded in staging (elara_sync.runs), by result: ok, conflicts, error', labelNames: ['result'], registers,
+    name: 'elara_sync_runs_total', help: 'Finished reconcile runs recorded in each target (elara_sync.runs), by target and result: ok, conflicts, error', labelNames: ['target', 'result'], registers,
     async collect() {
       await read();
       this.reset();
-      if (!totals.loaded) return;
-      for (const result of RESULTS) this.inc({ result }, totals.runs[result]);
+      for (const r of readers) {
+        if (!r.totals.loaded) continue;
+        for (const result of RESULTS) this.inc({ target: r.name, result }, r.totals.runs[result]);
+      }
     },
   });
   new client.Counter({
-    name: 'elara_sync_rows_total', help: 'Rows written to staging by reconcile runs that finished ok or with conflicts, by table and operation', labelNames: ['table', 'op'], registers,
+    name: 'elara_sync_rows_total', help: 'Rows written to each target by reconcile runs that finished ok or with conflicts, by target, table and operation', labelNames: ['target', 'table', 'op'], registers,
     async collect() {
       await read();
       this.reset();
-      for (const [table, t] of totals.rows) for (const op of OPS) this.inc({ table, op }, t[op]);
+      for (const r of readers) for (const [table, t] of r.totals.rows) for (const op of OPS) this.inc({ target: r.name, table, op }, t[op]);
     },
   });
   new client.Gauge({
-    name: 'elara_sync_last_run_duration_seconds', help: 'Duration of the last finished reconcile run', registers,
+    name: 'elara_sync_last_run_duration_seconds', help: 'Duration of the last finished reconcile run, per target', labelNames: ['target'], registers,
     async collect() {
       await read();
-      if (last.durationSeconds !== null) this.set(last.durationSeconds);
+      for (const r of readers) if (r.last.durationSeconds !== null) this.set({ target: r.name }, r.last.durationSeconds);
     },
   });
   new client.Gauge({
-    name: 'elara_sync_last_success_timestamp_seconds', help: 'When the last reconcile run that applied its changes (result ok or conflicts) finished, Unix time', registers,
+    name: 'elara_sync_last_success_timestamp_seconds', help: 'When the last reconcile run that applied its changes (result ok or conflicts) finished, per target, Unix time', labelNames: ['target'], registers,
     async collect() {
       await read();
-      if (last.successTimestamp !== null) this.set(last.successTimestamp);
+      for (const r of readers) if (r.last.successTimestamp !== null) this.set({ target: r.name }, r.last.successTimestamp);
     },
   });
   new client.Gauge({
-    name: 'elara_sync_lag_seconds', help: 'Seconds since staging was last known in step with production, per table: a run that checked both sides, or an immediate sync with nothing older waiting (keeps growing while staging cannot be read)', labelNames: ['table'], registers,
+    name: 'elara_sync_lag_seconds', help: 'Seconds since the target was last known in step with production, per target and table: a run that checked both sides, or an immediate sync with nothing older waiting (keeps growing while the target cannot be read)', labelNames: ['target', 'table'], registers,
     async collect() {
       await read();
       const now = Date.now();
-      for (const [table, l] of last.lag) this.set({ table }, l.seconds + (last.up ? 0 : (now - l.readAt) / 1000));
+      for (const r of readers) for (const [table, l] of r.last.lag) this.set({ target: r.name, table }, l.seconds + (r.last.up ? 0 : (now - l.readAt) / 1000));
     },
   });
   new client.Gauge({
-    name: 'elara_sync_lag_rows', help: 'Production rows minus staging rows, per table', labelNames: ['table'], registers,
+    name: 'elara_sync_lag_rows', help: 'Production rows minus staging rows, per table (the staging target)', labelNames: ['target', 'table'], registers,
     async collect() {
       const rows = await opts.rowCounts().catch(() => []);
-      for (const r of rows) if (r.lagRows !== null) this.set({ table: r.table }, r.lagRows);
+      for (const r of rows) if (r.lagRows !== null) this.set({ target: 'staging', table: r.table }, r.lagRows);
     },
   });
   new client.Gauge({
-    name: 'elara_sync_staging_up', help: '1 when this scrape could read the run records in staging, 0 when it could not (staging unreachable, or no SELECT on elara_sync)', registers,
+    name: 'elara_sync_staging_up', help: '1 when this scrape could read the target\'s run records, 0 when it could not (unreachable, or no SELECT on elara_sync), per target', labelNames: ['target'], registers,
     async collect() {
       await read();
-      this.set(last.up ? 1 : 0);
+      for (const r of readers) this.set({ target: r.name }, r.last.up ? 1 : 0);
     },
   });
 }
