@@ -262,7 +262,7 @@ async function detectChanges(run: Run, plan: TablePlan, totals: { source: Total;
   const storedTarget = usable && state!.target ? state!.target.clone() : null;
   const fold = run.hasState
     ? await foldTargetLog(run.target, plan.id, state?.buckets ?? 256, storedTarget, run.dryRun)
-    : { rows: 0, hi: 0, lo: 0, entries: 0, lastAt: null };
+    : { rows: 0, hi: 0, lo: 0, entries: 0, lastAt: null, buckets: [] };
   const expectedTarget = usable && state!.targetTotal ? applyFold(state!.targetTotal, fold) : null;
   const targetClean = storedTarget !== null && state!.targetOid === plan.target.oid && sameTotal(expectedTarget, totals.target);
   const sourceClean = usable && state!.source !== null && sameTotal(state!.sourceTotal, totals.source);
@@ -295,6 +295,11 @@ async function detectChanges(run: Run, plan: TablePlan, totals: { source: Total;
   let bitmap: Uint8Array | null = null;
   if (sameBuckets && state!.source && storedTarget) {
     bitmap = work.sourceFp.diff(state!.source).bitmap;
+    // Buckets an immediate sync (or watch) wrote since the last run are compared again whatever
+    // the fingerprints say: it applied production as of its own snapshot, which the stored source
+    // fingerprints do not describe. (A row it delivered and production deleted since leaves
+    // production's row versions exactly as the last run saw them.)
+    for (const b of fold.buckets) bitmap[b >> 3]! |= 1 << (b & 7);
     const dirty = unionInto(bitmap, work.targetFp.diff(storedTarget).bitmap);
     if (dirty > buckets / 2) bitmap = null;
   }

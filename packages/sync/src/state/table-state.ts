@@ -71,6 +71,8 @@ export interface LogFold {
   lo: number;
   entries: number;
   lastAt: Date | null;
+  /** Buckets the logged writes touched: they must be compared again (see detectChanges). */
+  buckets: number[];
 }
 
 /**
@@ -84,8 +86,9 @@ export async function foldTargetLog(target: pg.ClientBase, id: string, buckets: 
   const r = await target.query(
     `WITH d AS (${source}) SELECT (key_hash & ${buckets - 1})::int AS b, sum(row_delta)::int AS n, bit_xor(version_xor)::text AS x,
        count(*)::int AS entries, max(at) AS last FROM d GROUP BY 1`, [id]);
-  const out: LogFold = { rows: 0, hi: 0, lo: 0, entries: 0, lastAt: null };
+  const out: LogFold = { rows: 0, hi: 0, lo: 0, entries: 0, lastAt: null, buckets: [] };
   for (const row of r.rows) {
+    out.buckets.push(row.b);
     const { hi, lo } = splitInt64(row.x);
     fp?.xorBucket(row.b, row.n, hi, lo);
     out.rows += row.n;
