@@ -118,6 +118,15 @@ describe('erasure with staging sync on', () => {
     assert.ok(server.logs.text().includes(`[DB Sync] ✓ Erasure synced to staging: ${r.user.id}`));
   });
 
+  test("an erased admin's access token stops opening the status API at once, not when it expires", async () => {
+    const r = await register(server);
+    const admin = await server.app.elara.tokens.signAccess({ sub: r.user.id, orgId: r.organization.id, role: 'admin' });
+    const status = () => server.app.inject({ url: '/api/v2/sync/status', headers: { authorization: `Bearer ${admin}` } });
+    assert.equal((await status()).statusCode, 200);
+    assert.equal((await erase(server, r.accessToken, { password: r.body.password })).statusCode, 204);
+    assertError(await status(), 401, 'E_UNAUTHORIZED');
+  });
+
   test('the audit row of the erasure has no personal data, and the earlier rows lose IP, user agent and user', async () => {
     const ip = '203.0.113.77';
     const ua = `erasure-test-agent/${Date.now()}`;
