@@ -12,7 +12,7 @@ export const ERROR_CODES = {
   E_UNKNOWN_FIELD: { status: 400, when: 'The body has fields the endpoint does not take (`details` names them).' },
   E_INVALID_JSON: { status: 400, when: 'The body is malformed JSON, or it contains `__proto__` or `constructor` keys.' },
   E_BAD_REQUEST: { status: 400, when: 'The HTTP request itself is malformed: a bad chunk size, a duplicate Content-Length, Content-Length together with Transfer-Encoding, a body shorter or longer than its Content-Length, a bad URL.' },
-  E_INVALID_CREDENTIALS: { status: 401, when: 'Login failed. The response is the same for an unknown email and a wrong password.' },
+  E_INVALID_CREDENTIALS: { status: 401, when: 'Login failed (the response is the same for an unknown email and a wrong password), or the password re-entered to erase an account (`DELETE /api/v2/auth/me`) is wrong; nothing was erased.' },
   E_UNAUTHORIZED: { status: 401, when: 'No access token (or operations token) was sent.' },
   E_INVALID_TOKEN: { status: 401, when: 'The token is invalid, expired, revoked, or its claims are malformed.' },
   E_TOKEN_REUSED: { status: 401, when: 'A rotated refresh token was presented again; its family is now revoked.' },

@@ -6,6 +6,8 @@ export interface Metrics {
   readonly registry: client.Registry;
   readonly immediateSyncTotal: client.Counter<'result'>;
   readonly immediateSyncDuration: client.Histogram;
+  /** Erasure syncs only (also counted in immediateSyncTotal): `held` when staging kept the rows. */
+  readonly erasureSyncTotal: client.Counter<'result'>;
   readonly outboxBacklog: client.Gauge;
   readonly outboxOldestAge: client.Gauge;
   readonly httpRequestsTotal: client.Counter<'method' | 'route' | 'status'>;
@@ -46,9 +48,20 @@ export function createMetrics(): Metrics {
   // Both series exist from the start, so rate() and alerts work before the first failure.
   immediateSyncTotal.inc({ result: 'success' }, 0);
   immediateSyncTotal.inc({ result: 'failure' }, 0);
+  // An erasure is also an immediate sync (counted above, so the failure-ratio alert covers it);
+  // this one says how erasures ended, and `held` (a QA row in staging still references the person,
+  // so staging keeps a copy until someone resolves it) is worth its own series.
+  const erasureSyncTotal = new client.Counter({
+    name: 'elara_erasure_sync_total',
+    help: 'Erasure syncs to staging by result: success, held (a staging row created there keeps it), failure (retried)',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  for (const result of ['success', 'held', 'failure']) erasureSyncTotal.inc({ result }, 0);
   return {
     registry,
     immediateSyncTotal,
+    erasureSyncTotal,
     immediateSyncDuration: new client.Histogram({
       name: 'elara_immediate_sync_duration_seconds',
       help: 'Duration of one immediate staging sync attempt',

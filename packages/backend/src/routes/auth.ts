@@ -1,4 +1,4 @@
-// /api/v2/auth: register, login, refresh, logout, me.
+// /api/v2/auth: register, login, refresh, logout, me, and erasure (DELETE /me).
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest, RouteShorthandOptions } from 'fastify';
 import { and, eq, isNull, sql } from 'drizzle-orm';
@@ -8,7 +8,7 @@ import { ApiError, validationError } from '../errors.ts';
 import * as schema from '../db/schema.ts';
 import { ACCESS_TOKEN_TTL_SECONDS, REFRESH_TOKEN_TTL_SECONDS } from '../auth/tokens.ts';
 import { generateApiKey, generateApiSecret, generateRefreshToken, sha256 } from '../auth/secrets.ts';
-import { enqueueRegistrationSync } from '../sync/outbox.ts';
+import { enqueueErasureSync, enqueueRegistrationSync, removeRegistrationJobs } from '../sync/outbox.ts';
 import type { Database, Tx } from '../db/client.ts';
 
 // No control characters (NUL cannot be stored in PostgreSQL text; the rest only cause trouble).
@@ -31,6 +31,8 @@ export const registerBody = z.strictObject({
 });
 const loginBody = z.strictObject({ email, password: z.string().min(1).max(128) });
 const refreshBody = z.strictObject({ refreshToken: z.string().min(1).max(200) });
+// The password is re-entered to erase: a stolen access token alone must not delete an account.
+const eraseBody = z.strictObject({ password: z.string().min(1, 'must not be empty').max(128, 'must be at most 128 characters') });
 
 function parse<T extends z.ZodType>(schemaT: T, body: unknown): z.infer<T> {
   const r = schemaT.safeParse(body ?? undefined);
@@ -100,6 +102,20 @@ export async function authRoutes(app: FastifyInstance, opts: { deps: AppDeps; db
     }).returning({ id: schema.refreshToken.id });
     return { token, id: row!.id };
   }
+
+  /** The claims of the request's access token; 401 in our shape when there is none or it is bad. */
+  async function authenticate(req: FastifyRequest) {
+    const header = req.headers.authorization ?? '';
+    const m = /^Bearer ([A-Za-z0-9_\-.]{1,4096})$/.exec(header);
+    if (!m) throw new ApiError('E_UNAUTHORIZED', 'send an access token as "Authorization: Bearer <token>"', { headers: { 'www-authenticate': 'Bearer' } });
+    try {
+      return await deps.tokens.verifyAccess(m[1]!);
+    } catch {
+      throw new ApiError('E_INVALID_TOKEN', 'access token is invalid or expired', { headers: { 'www-authenticate': 'Bearer error="invalid_token"' } });
+    }
+  }
+  // A well-signed token whose user is gone (erased) or deactivated.
+  const staleToken = () => new ApiError('E_INVALID_TOKEN', 'access token is invalid or expired', { headers: { 'www-authenticate': 'Bearer error="invalid_token"' } });
 
   const accessFor = (u: schema.User) => deps.tokens.signAccess({ sub: u.id, orgId: u.organizationId, role: u.role });
 
@@ -221,20 +237,71 @@ export async function authRoutes(app: FastifyInstance, opts: { deps: AppDeps; db
   });
 
   app.get('/me', async (req) => {
-    const header = req.headers.authorization ?? '';
-    const m = /^Bearer ([A-Za-z0-9_\-.]{1,4096})$/.exec(header);
-    if (!m) throw new ApiError('E_UNAUTHORIZED', 'send an access token as "Authorization: Bearer <token>"', { headers: { 'www-authenticate': 'Bearer' } });
-    let claims;
-    try {
-      claims = await deps.tokens.verifyAccess(m[1]!);
-    } catch {
-      throw new ApiError('E_INVALID_TOKEN', 'access token is invalid or expired', { headers: { 'www-authenticate': 'Bearer error="invalid_token"' } });
-    }
+    const claims = await authenticate(req);
     const rows = await db.select().from(schema.user)
       .innerJoin(schema.organization, eq(schema.organization.id, schema.user.organizationId))
       .where(eq(schema.user.id, claims.sub)).limit(1);
     const row = rows[0];
     if (!row || !row.User.isActive) throw new ApiError('E_INVALID_TOKEN', 'access token is invalid or expired');
     return { user: publicUser(row.User), organization: publicOrganization(row.Organization) };
+  });
+
+  // Erasure (GDPR Art. 17), see docs/privacy.md. One production transaction deletes the user and
+  // their refresh tokens (deleted here to count them; the FK would cascade), the organization with
+  // its API key when the user was its last member, strips the IP and user agent from the user's
+  // earlier audit rows, writes an audit row without personal data, drops the user's waiting
+  // registration jobs, and enqueues the staging delete (the outbox). Rate-limited
+  // like logins: wrong passwords count against the same per-email-and-IP budget as failed logins,
+  // so a stolen access token gives no extra guesses.
+  app.delete('/me', perIp, async (req, reply) => {
+    const claims = await authenticate(req);
+    const body = parse(eraseBody, req.body);
+    const [user] = await db.select().from(schema.user).where(eq(schema.user.id, claims.sub)).limit(1);
+    if (!user || !user.isActive) throw staleToken();
+    limitKeys.set(req, `login-failed|${user.email}|${req.ip}`);
+    const failures = await failedLoginLimit(req, { increment: false });
+    if (!failures.isAllowed && failures.remaining === 0) throw tooMany(failures.ttl);
+    if (!(await deps.hasher.verify(user.passwordHash, body.password))) {
+      await failedLoginLimit(req);
+      await db.insert(schema.auditLog).values({ action: 'user.erase', outcome: 'failure', userId: user.id, organizationId: user.organizationId, ...auditContext(req) });
+      throw new ApiError('E_INVALID_CREDENTIALS', 'the password is wrong; nothing was erased');
+    }
+    const outcome = await db.transaction(async (tx) => {
+      // The organization is locked before its members are counted: two last members erasing at
+      // once take turns here, and exactly one of them takes the organization along.
+      await tx.select({ id: schema.organization.id }).from(schema.organization).where(eq(schema.organization.id, user.organizationId)).for('update');
+      const [locked] = await tx.select().from(schema.user).where(eq(schema.user.id, user.id)).for('update');
+      // Erased meanwhile (a second request), or the password changed since it was checked.
+      if (!locked || !locked.isActive || locked.organizationId !== user.organizationId) return { kind: 'gone' as const };
+      if (locked.passwordHash !== user.passwordHash) return { kind: 'changed' as const };
+      const [others] = await tx.select({ n: sql<number>`count(*)::int` }).from(schema.user)
+        .where(and(eq(schema.user.organizationId, user.organizationId), sql`${schema.user.id} <> ${user.id}`));
+      const lastMember = others!.n === 0;
+      // The user's earlier audit rows stay (security record) but lose the link to the person:
+      // userId goes by ON DELETE SET NULL below, IP and user agent here.
+      await tx.update(schema.auditLog).set({ ip: null, userAgent: null }).where(eq(schema.auditLog.userId, user.id));
+      const revoked = await tx.delete(schema.refreshToken).where(eq(schema.refreshToken.userId, user.id)).returning({ id: schema.refreshToken.id });
+      await tx.delete(schema.user).where(eq(schema.user.id, user.id));
+      if (lastMember) await tx.delete(schema.organization).where(eq(schema.organization.id, user.organizationId));
+      // No personal data: no email, name, IP or user agent. The ids are random UUIDs that nothing
+      // in production maps to the person any more; they say which erasure this was, so it can be
+      // proven (docs/privacy.md) and the staging job traced.
+      await tx.insert(schema.auditLog).values({
+        action: 'user.erase', outcome: 'success', userId: null,
+        organizationId: lastMember ? null : user.organizationId,
+        ip: null, userAgent: null, requestId: String(req.id),
+        details: { erasedUserId: user.id, organizationId: user.organizationId, organizationErased: lastMember, refreshTokensRevoked: revoked.length },
+      });
+      // Registration jobs still waiting carry the email in their payload.
+      await tx.execute(removeRegistrationJobs(user.id));
+      if (deps.stagingPool) {
+        await tx.execute(enqueueErasureSync({ userId: user.id, organizationId: user.organizationId }, config.sync.maxAttempts));
+      }
+      return { kind: 'erased' as const, lastMember };
+    });
+    if (outcome.kind === 'gone') throw staleToken();
+    if (outcome.kind === 'changed') throw new ApiError('E_INVALID_CREDENTIALS', 'the password is wrong; nothing was erased');
+    req.log.info({ userId: user.id, organizationId: user.organizationId, organizationErased: outcome.lastMember }, 'account erased');
+    return reply.code(204).send();
   });
 }

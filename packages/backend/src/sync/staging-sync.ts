@@ -22,7 +22,8 @@ export interface StagingSyncDeps {
   target?: ResolvedTarget;
 }
 
-const engineOptions = (deps: StagingSyncDeps) => ({
+/** The engine options every immediate sync passes (registration and erasure alike). */
+export const engineOptions = (deps: StagingSyncDeps) => ({
   ...(deps.statementTimeoutMs ? { statementTimeoutMs: deps.statementTimeoutMs } : {}),
   ...(deps.tables ? { tables: deps.tables } : {}),
   ...(deps.target ? { target: deps.target } : {}),

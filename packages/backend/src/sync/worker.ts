@@ -21,8 +21,10 @@ import { createClient, createPool, maskOptions, syncKeys } from '@elara/sync';
 import type { Config } from '../config.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics.ts';
-import { SYNC_REGISTRATION_TASK, SYNC_TASKS } from './outbox.ts';
+import { createDatabase } from '../db/client.ts';
+import { removeRegistrationJobs, SYNC_ERASURE_TASK, SYNC_REGISTRATION_TASK, SYNC_TASKS } from './outbox.ts';
 import { describeError, isConnectivityError, syncRegistrationToStaging } from './staging-sync.ts';
+import { syncErasureToStaging, userExists, withUserSyncLock } from './erasure-sync.ts';
 
 const payloadSchema = z.object({
   organizationId: z.uuid(),
@@ -30,6 +32,7 @@ const payloadSchema = z.object({
   email: z.string(),
   organizationName: z.string(),
 });
+const erasurePayloadSchema = z.object({ userId: z.uuid(), organizationId: z.uuid() });
 
 /** First key of the liveness advisory locks (the second is hashtext(pool id)); any constant works. */
 const LIVENESS_LOCK_KEY = 720_301_519;
@@ -63,7 +66,8 @@ export async function startSyncWorker(deps: {
   // can never take the connections API requests need, nor the other way round.
   // graphile-worker gets this pool (never a connection string), so its connections use TLS as the URL says.
   const prodPool = createPool(config.databaseUrl, {
-    max: config.sync.concurrency * 2 + 2,
+    // Per running job: the engine's source transaction and the per-user lock; plus graphile-worker's own.
+    max: config.sync.concurrency * 3 + 2,
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 60_000,
     keepAlive: true,
@@ -75,6 +79,11 @@ export async function startSyncWorker(deps: {
   prodPool.on('error', (err) => logger.error({ error: describeError(err) }, 'worker pool: idle client error'));
   prodPool.on('connect', (client) => client.on('error', () => {}));
   const glog = graphileLogger(deps.logger);
+  const db = createDatabase(prodPool);
+  const syncDeps = () => ({
+    prodPool, stagingPool, logger: deps.logger, metrics, statementTimeoutMs: config.staging.statementTimeoutMs, tables: [...config.syncConfig.tables],
+    target: config.targets.staging ?? undefined,
+  });
   let utils: WorkerUtils;
   try {
     utils = await makeWorkerUtils({ pgPool: prodPool, logger: glog });
@@ -197,10 +206,30 @@ export async function startSyncWorker(deps: {
         // Test-only fault injection: die while holding the job's lock.
         if (config.failpoint === 'in_sync_job') process.kill(process.pid, 'SIGKILL');
         try {
-          await syncRegistrationToStaging({
-            prodPool, stagingPool, logger: deps.logger, metrics, statementTimeoutMs: config.staging.statementTimeoutMs, tables: [...config.syncConfig.tables],
-            target: config.targets.staging ?? undefined,
-          }, ref);
+          // One user's sync jobs run one at a time (see withUserSyncLock): an erasure is never undone.
+          await withUserSyncLock(prodPool, ref.userId, async () => {
+            // Erased since it was enqueued: its erasure job takes care of staging, and the payload's
+            // email must not reach the log after the person asked to be forgotten.
+            if (!(await userExists(prodPool, ref.userId))) {
+              logger.info({ userId: ref.userId }, `[DB Sync] Registration sync skipped, the user was erased: ${ref.userId}`);
+              return;
+            }
+            await syncRegistrationToStaging(syncDeps(), ref);
+          });
+        } catch (err) {
+          if (isConnectivityError(err)) startProbe();
+          throw err;
+        }
+      },
+      [SYNC_ERASURE_TASK]: async (payload) => {
+        const ref = erasurePayloadSchema.parse(payload);
+        try {
+          await withUserSyncLock(prodPool, ref.userId, async () => {
+            // A registration job that was running when the erasure committed (so it was not removed
+            // then) may be waiting to retry now; it carries the email and has nothing to deliver.
+            await db.execute(removeRegistrationJobs(ref.userId));
+            await syncErasureToStaging(syncDeps(), ref);
+          });
         } catch (err) {
           if (isConnectivityError(err)) startProbe();
           throw err;
