@@ -37,6 +37,14 @@ export async function createTestDatabase(prefix: string): Promise<TestDatabase> 
       const c = new pg.Client({ connectionString: ADMIN_URL });
       await c.connect();
       try {
+        // A pool's end() resolves before its connections' Terminate reaches the server; forcing the
+        // drop then makes the server send those clients a FATAL error they no longer listen for (an
+        // uncaught exception in the test file). Give closing sessions a moment to go first.
+        for (let i = 0; i < 50; i++) {
+          const r = await c.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1`, [name]);
+          if (r.rows[0].n === 0) break;
+          await new Promise((res) => setTimeout(res, 20));
+        }
         await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
       } finally {
         await c.end();
