@@ -18,6 +18,8 @@ export const SYNC_ERRORS = {
   E_PERMISSION: { exit: 2, summary: 'a role lacks a privilege' },
   E_VERIFY: { exit: 2, summary: 'verify could not compare' },
   E_BAD_KEY: { exit: 2, summary: 'syncKeys was given a key without all primary-key columns' },
+  E_WAL_LEVEL: { exit: 2, summary: 'production cannot stream changes: wal_level is not logical' },
+  E_STREAM: { exit: 2, summary: 'the change stream (replication slot) failed or is used by another watch' },
   E_INTERNAL: { exit: 2, summary: 'an unexpected error (a bug)' },
 } as const;
 

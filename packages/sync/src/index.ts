@@ -21,3 +21,8 @@ export { RULES, type Rule, type RuleName } from './sql/rules.ts';
 export { createClient, createPool, pgConfig, tlsStatus, loadTlsOptions, type ConnectOptions, type TlsStatus } from './tls/client.ts';
 export { resolveTlsSettings, applyTlsEnv, describeTls, plaintextRisk, refusedInProduction, allowsPlaintext, isLoopbackHost, encrypts, TlsConfigError, type TlsSettings, type SslMode } from './tls/settings.ts';
 export { DatabaseTlsError, isTlsError } from './tls/errors.ts';
+// Real-time sync over logical replication (`elara-sync watch`).
+export { startWatch, dropStream, type WatchOptions, type WatchEvent, type WatchHandle } from './watch/watch.ts';
+export type { StreamStatus, StreamPhase } from './watch/types.ts';
+export { slotName, publicationName, streamName } from './watch/names.ts';
+export { readStreamStates, type StreamState } from './state/stream.ts';

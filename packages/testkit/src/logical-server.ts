@@ -56,7 +56,7 @@ function alive(pid: number): boolean {
 
 /** Drops clusters a killed test process left behind (the pid in their name is gone). */
 function sweep(): void {
-  let names: string[] = [];
+  let names: string[];
   try {
     names = readdirSync(`/etc/postgresql/${PG_VERSION}`);
   } catch {

@@ -172,7 +172,10 @@ export interface KeyOutcome extends TableOutcome {
  * own bookkeeping (a stream position) and commits. Keys are objects keyed by key column, with
  * values as text (as PostgreSQL prints them with the engine's session settings) or Dates.
  */
-export async function applyKeys(src: pg.ClientBase, tx: pg.ClientBase, plans: TablePlan[], requests: Array<{ plan: TablePlan; keys: Array<Record<string, unknown>> }>): Promise<Map<string, KeyOutcome>> {
+export async function applyKeys(
+  src: pg.ClientBase, tx: pg.ClientBase, plans: TablePlan[], requests: Array<{ plan: TablePlan; keys: Array<Record<string, unknown>> }>,
+  opts: { clearAfter?: boolean } = {},
+): Promise<Map<string, KeyOutcome>> {
   const order = orderTables(plans.map((p) => p.target)).upsertOrder;
   const read = async (plan: TablePlan, keysJsonText: string): Promise<unknown[][]> => {
     const text = sourceSelectByKeys(plan, '$1');
@@ -253,6 +256,9 @@ export async function applyKeys(src: pg.ClientBase, tx: pg.ClientBase, plans: Ta
       GROUP BY kh HAVING bit_xor(vh) <> 0 OR sum(d) <> 0`;
     await tx.query({ name: prepared(log), text: log, values: [s.plan.id] });
   }
+  // A caller applying several chunks in one transaction (watch, a large source transaction)
+  // empties the session's stage tables, so the next chunk does not apply this one's rows again.
+  if (opts.clearAfter && involved.length) await tx.query(`TRUNCATE ${involved.flatMap((s) => [s.src, s.act, s.keys, s.before]).join(', ')}`);
   return out;
 }
 

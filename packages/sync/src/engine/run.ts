@@ -38,6 +38,11 @@ export interface RunOptions {
   sequenceHeadroom?: number;
   /** The target's rules and subset (resolveTarget). Absent: a raw copy of every row. */
   target?: ResolvedTarget;
+  /**
+   * Read production under this exported snapshot (pg_export_snapshot, or a replication slot's
+   * EXPORT_SNAPSHOT): watch's handover, so streaming starts exactly where this run's view ends.
+   */
+  snapshot?: string;
 }
 
 export type ProgressEvent =
@@ -153,6 +158,10 @@ export async function runSync(opts: RunOptions): Promise<RunResult> {
     await beginApply(target, { lock: dryRun ? 'none' : 'exclusive' });
     if (!hasState) await target.query(`CREATE TEMP TABLE _elara_local_keys (table_name text, key text[], PRIMARY KEY (table_name, key)) ON COMMIT DROP`);
     await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    if (opts.snapshot) {
+      if (!/^[0-9A-F-]+$/i.test(opts.snapshot)) throw new SyncError('E_CONFIG', 'the snapshot to run under is not a snapshot id', 'pass the id pg_export_snapshot() or CREATE_REPLICATION_SLOT returned');
+      await source.query(`SET TRANSACTION SNAPSHOT '${opts.snapshot}'`);
+    }
     const snapshotAt: Date = (await source.query('SELECT now() AS t')).rows[0].t;
     run = {
       opts, dryRun, source, target, runId, hasState, timeout, snapshotAt,

@@ -2,7 +2,7 @@ import type pg from 'pg';
 
 // The engine's own schema on the target. Created on first use; every statement is idempotent and
 // serialised by an advisory lock so two processes starting at once do not race on CREATE.
-export const STATE_SCHEMA_VERSION = 4;
+export const STATE_SCHEMA_VERSION = 5;
 /** Serialises the engine's DDL on staging (state schema, tracking triggers) across processes. */
 export const LOCK_DDL = 0x656c6172; // "elar"
 /** Session-level lock held for a whole reconcile run: one run at a time per staging database. */
@@ -81,6 +81,17 @@ CREATE TABLE IF NOT EXISTS elara_sync.target_log (
   at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS target_log_table ON elara_sync.target_log (table_name);
+CREATE TABLE IF NOT EXISTS elara_sync.stream_state (
+  slot_name text PRIMARY KEY,
+  lsn pg_lsn NOT NULL,
+  source_system text NOT NULL,
+  plan_sig text NOT NULL,
+  snapshot_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  last_commit_at timestamptz,
+  transactions bigint NOT NULL DEFAULT 0,
+  rows bigint NOT NULL DEFAULT 0
+);
 `;
 
 const ensured = new WeakSet<object>();
