@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { metricNamesIn, promtoolOnFiles } from '@elara/testkit/prometheus';
+import { STREAM_METRICS } from '@elara/sync';
 import { dashboardExpressions, readDashboard } from './dashboard-queries.ts';
 
 const { dashboard, panels } = readDashboard();
@@ -73,4 +74,12 @@ test('the dashboard shows what the runbook promises: lag, runs, rows, immediate 
     assert.ok(used.has(name), `no panel shows ${name}`);
   }
   for (const name of used) assert.doesNotMatch(name, /^\{/, `a selector without a metric name: ${name}`);
+});
+
+test('the real-time row shows every metric of elara-sync watch, and only those', () => {
+  const row = panels.find((p) => p.type === 'row' && /elara-sync watch/.test(p.title));
+  assert.ok(row, 'a row for elara-sync watch');
+  const below = queryPanels.filter((p) => p.gridPos.y > row.gridPos.y);
+  const used = new Set(below.flatMap((p) => (p.targets ?? []).flatMap((t) => metricNamesIn(t.expr))));
+  assert.deepEqual([...used].sort(), STREAM_METRICS.map((m) => m.name).sort());
 });

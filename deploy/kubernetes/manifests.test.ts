@@ -84,7 +84,8 @@ describe('every manifest parses and matches the Kubernetes schemas', () => {
     test(`overlay ${env} builds, every object validates and is namespaced`, () => {
       const objects = built[env];
       assert.deepEqual(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
-        'CronJob/elara-sync', 'Deployment/elara-backend', 'NetworkPolicy/elara-backend', 'NetworkPolicy/elara-sync',
+        'CronJob/elara-sync', 'Deployment/elara-backend', 'Deployment/elara-sync-watch',
+        'NetworkPolicy/elara-backend', 'NetworkPolicy/elara-sync', 'NetworkPolicy/elara-sync-watch',
         'Service/elara-backend', 'ServiceAccount/elara-backend', 'ServiceAccount/elara-sync',
       ]);
       for (const o of objects) {
@@ -130,6 +131,35 @@ describe('reconcile CronJob', () => {
       assertHardened(pod, c);
     });
   }
+});
+
+describe('watch Deployment', () => {
+  for (const env of OVERLAYS) {
+    test(`${env}: one replica, Recreate, the watch command, the CronJob's secrets, no probes, 30 s to stop`, () => {
+      const d = find(built[env], 'Deployment', 'elara-sync-watch');
+      // Two watchers on one slot would fight over it: one replica, and the old pod gone before the new one starts.
+      assert.equal(d.spec.replicas, 1);
+      assert.deepEqual(d.spec.strategy, { type: 'Recreate' });
+      const pod = d.spec.template.spec;
+      assert.equal(pod.terminationGracePeriodSeconds, 30);
+      assert.equal(pod.serviceAccountName, 'elara-sync');
+      assert.equal(pod.automountServiceAccountToken, false);
+      const [c, ...more] = pod.containers;
+      assert.equal(more.length, 0);
+      assert.deepEqual(c.command, ['node', 'packages/sync/bin/elara-sync.js', 'watch', '--target', 'staging']);
+      assertSecretEnv(c, { DATABASE_URL: ['elara-sync-credentials', 'source-url'], STAGING_DATABASE_URL: ['elara-sync-credentials', 'target-url'] });
+      // The CLI has no endpoint to probe.
+      assert.equal(c.livenessProbe, undefined);
+      assert.equal(c.readinessProbe, undefined);
+      assert.ok(c.resources.requests.cpu && c.resources.requests.memory);
+      assertHardened(pod, c);
+      for (const [k, v] of Object.entries(d.spec.selector.matchLabels as Record<string, string>)) assert.equal(d.spec.template.metadata.labels[k], v);
+    });
+  }
+
+  test('the reconcile CronJob stays next to it (the safety net)', () => {
+    for (const env of OVERLAYS) assert.ok(find(built[env], 'CronJob', 'elara-sync'));
+  });
 });
 
 describe('backend Deployment and Service', () => {
@@ -189,6 +219,15 @@ describe('NetworkPolicy and ServiceAccounts', () => {
     assert.deepEqual(egressPorts(p), ['TCP/53', 'TCP/5432', 'UDP/53']);
     const cj = find(built.production, 'CronJob', 'elara-sync');
     assert.equal(cj.spec.jobTemplate.spec.template.metadata.labels['app.kubernetes.io/name'], 'elara-sync');
+  });
+
+  test('watch: no ingress, egress only to PostgreSQL and DNS', () => {
+    const p = policy('elara-sync-watch');
+    assert.deepEqual(p.spec.policyTypes, ['Ingress', 'Egress']);
+    assert.deepEqual(p.spec.ingress, []);
+    assert.deepEqual(egressPorts(p), ['TCP/53', 'TCP/5432', 'UDP/53']);
+    const d = find(built.production, 'Deployment', 'elara-sync-watch');
+    assert.deepEqual(p.spec.podSelector.matchLabels, { 'app.kubernetes.io/name': d.spec.template.metadata.labels['app.kubernetes.io/name'] });
   });
 
   test('service accounts do not mount API tokens', () => {
@@ -267,7 +306,7 @@ describe('secrets', () => {
 
 describe('TLS to the databases: the CA reaches the pods as a file that sslrootcert names', () => {
   const CA_DIR = '/etc/elara/db-ca';
-  const workloads = (env: typeof OVERLAYS[number]) => [find(built[env], 'Deployment', 'elara-backend'), find(built[env], 'CronJob', 'elara-sync')];
+  const workloads = (env: typeof OVERLAYS[number]) => [find(built[env], 'Deployment', 'elara-backend'), find(built[env], 'CronJob', 'elara-sync'), find(built[env], 'Deployment', 'elara-sync-watch')];
 
   for (const env of OVERLAYS) {
     test(`${env}: the backend and the sync job mount ConfigMap elara-db-ca read-only at ${CA_DIR}, without subPath`, () => {

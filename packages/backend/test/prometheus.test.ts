@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import client from 'prom-client';
 import { parse } from 'yaml';
-import { runSync } from '@elara/sync';
+import { runSync, STREAM_METRICS } from '@elara/sync';
 import { exposedMetricNames, metricNamesIn, promtool } from '@elara/testkit/prometheus';
 import { dashboardExpressions } from '../../../deploy/grafana/dashboard-queries.ts';
 import { createDatabases, json, registration, sql, startProxy, startTestServer, waitFor, type Databases } from './helpers.ts';
@@ -190,7 +190,12 @@ describe('/metrics under promtool, and the reconcile counters from run records',
       ...rules.groups.flatMap((g) => g.rules).map((r) => ({ where: `alert ${r.alert}`, expr: r.expr })),
       ...dashboardExpressions().map((e) => ({ where: `dashboard ${e.where}`, expr: e.expr })),
     ];
-    const unknown = uses.flatMap(({ where, expr }) => metricNamesIn(expr).filter((m) => !exported.has(m)).map((m) => `${where}: ${m}`));
+    // `elara-sync watch`'s metrics are named in its contract (STREAM_METRICS) and read by the rules
+    // and the dashboard before this backend exports them (the watch engine is built separately).
+    // Only those exact names are let through, and only while they are absent from /metrics: once
+    // exported, they are checked like every other metric, and the README and runbook must list them.
+    const notYetExported = new Set(STREAM_METRICS.map((m) => m.name).filter((n) => !exported.has(n)));
+    const unknown = uses.flatMap(({ where, expr }) => metricNamesIn(expr).filter((m) => !exported.has(m) && !notYetExported.has(m)).map((m) => `${where}: ${m}`));
     assert.deepEqual(unknown, []);
     assert.ok(uses.every(({ expr }) => metricNamesIn(expr).length > 0));
 
@@ -202,5 +207,6 @@ describe('/metrics under promtool, and the reconcile counters from run records',
       assert.ok(runbook.includes(`\`${name}`), `docs/operations.md lists ${name}`);
       assert.ok(readme.includes(`\`${name}`), `README.md lists ${name}`);
     }
+    for (const name of notYetExported) assert.ok(runbook.includes(`\`${name}`), `docs/operations.md lists ${name}`);
   });
 });

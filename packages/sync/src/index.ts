@@ -13,6 +13,10 @@ export { withTransaction } from './engine/transaction.ts';
 // Shared with the backend, so each exists once: identifier quoting, duration parsing, URL redaction.
 export { quoteIdent } from './catalog/introspect.ts';
 export { runDoctor, formatDoctorReport, type DoctorResult, type DoctorCheck } from './doctor/index.ts';
+// `elara-sync watch`: its slot and publication names, its status, and the metrics' names.
+export { streamName, slotName, publicationName } from './watch/names.ts';
+export type { StreamStatus, StreamPhase } from './watch/types.ts';
+export { STREAM_METRICS, type StreamMetric } from './watch/metrics.ts';
 export type { TableConfig, TablePlan } from './plan/table-plan.ts';
 export { resolveTarget, maskOptions, maskFromKey, expandUrl, urlVariables, type ResolvedTarget, type TargetConfig, type Mask } from './engine/targets.ts';
 export { RULES, type Rule, type RuleName } from './sql/rules.ts';

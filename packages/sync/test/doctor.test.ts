@@ -71,7 +71,10 @@ describe('runDoctor', () => {
       'production url set', 'staging url set', 'production reachable', 'staging reachable', 'production tls', 'staging tls',
       'distinct databases', 'migrations applied', 'tables present', 'fk order', 'table plans',
       'apply without staging triggers', 'last reconcile',
-      'immediate sync failures (1h)', 'row count Organization', 'row count User',
+      'immediate sync failures (1h)',
+      'production wal_level', 'production replication capacity', 'production replication role',
+      'watch slot elara_sync_staging', 'production max_slot_wal_keep_size',
+      'row count Organization', 'row count User',
     ]);
     // The local test server has ssl = off; plaintext to this machine passes (tls.test.ts covers TLS).
     assert.match(check(r, 'production tls').detail, /^off \(sslmode=prefer, the default, and the server does not offer TLS\); 127\.0\.0\.1 is this machine/);
@@ -79,7 +82,14 @@ describe('runDoctor', () => {
     assert.match(check(r, 'fk order').detail, /self-references: User/);
     assert.match(check(r, 'last reconcile').detail, /last success #2 6\d s ago/);
     assert.match(check(r, 'row count User').detail, /production 2, staging 2/);
-    assert.match(formatDoctorReport(r), /^all 16 checks passed$/m);
+    // The local test server has wal_level = replica: watch's prerequisite is a warning, not a failure
+    // (doctor-watch.test.ts covers a logical server).
+    const wal = check(r, 'production wal_level');
+    assert.equal(wal.warning, true);
+    assert.match(wal.detail, /^replica: elara-sync watch needs logical/);
+    assert.match(check(r, 'watch slot elara_sync_staging').detail, /^not present: elara-sync watch --target staging creates it/);
+    assert.match(check(r, 'production max_slot_wal_keep_size').detail, /^-1 \(unbounded\); matters once watch runs/);
+    assert.match(formatDoctorReport(r), /^all 21 checks passed \(1 with a warning\)$/m);
   });
 
   test('missing URLs fail with the variable to set, and nothing throws', async () => {

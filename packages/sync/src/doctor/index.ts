@@ -13,6 +13,7 @@ import { SyncError } from '../errors.ts';
 import { createClient, tlsStatus } from '../tls/client.ts';
 import { isTlsError } from '../tls/errors.ts';
 import { isLoopbackHost, resolveTlsSettings } from '../tls/settings.ts';
+import { assessWatch, readWatchFacts, unreadableWatchChecks } from './watch.ts';
 
 
 export interface DoctorOptions {
@@ -24,8 +25,10 @@ export interface DoctorOptions {
   intervalSeconds?: number;
   /** Synced tables (`Table`, `schema.Table`, or configs with transforms and filters). Default ["Organization", "User"]. */
   tables?: Array<string | TableConfig>;
-  /** The target being checked (its rules and subset go into the table plans check). */
+  /** The target being checked (its rules and subset go into the table plans check; its name, `staging` by default, names the watch slot). */
   target?: ResolvedTarget;
+  /** The watch slot's retained WAL above which the doctor warns. Default 1 GiB. */
+  slotRetainedWarnBytes?: number;
 }
 
 export interface DoctorCheck {
@@ -110,6 +113,7 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorResult> {
     checks.push(source.client
       ? await immediateSyncCheck(source.client, scrub)
       : skipped([source])('immediate sync failures (1h)'));
+    checks.push(...await watchChecks(source, options.target?.name ?? 'staging', scrub, options.slotRetainedWarnBytes));
 
     for (const table of tables) {
       const name = `row count ${table.label}`;
@@ -486,6 +490,16 @@ async function immediateSyncCheck(s: pg.Client, scrub: (m: string) => string): P
     return { name, ok: true, detail: `no failures in the last hour, ${row.waiting} jobs waiting` };
   } catch (err) {
     return { name, ok: false, detail: scrub(messageOf(err)), hint: 'the production role needs USAGE on schema graphile_worker and SELECT on graphile_worker.jobs (deploy/kubernetes/sql)' };
+  }
+}
+
+/** What `elara-sync watch` needs from production, and its slot's state (watch.ts). */
+async function watchChecks(source: Side, target: string, scrub: (m: string) => string, slotRetainedWarnBytes?: number): Promise<DoctorCheck[]> {
+  if (!source.client) return unreadableWatchChecks(target, 'not checked: production not reachable', 'fix the reachability checks above first');
+  try {
+    return assessWatch(await readWatchFacts(source.client, target), { slotRetainedWarnBytes });
+  } catch (err) {
+    return unreadableWatchChecks(target, scrub(messageOf(err)));
   }
 }
 
