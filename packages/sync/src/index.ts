@@ -27,6 +27,4 @@ export { resolveTlsSettings, applyTlsEnv, describeTls, plaintextRisk, refusedInP
 export { DatabaseTlsError, isTlsError } from './tls/errors.ts';
 // Real-time sync over logical replication (`elara-sync watch`).
 export { startWatch, dropStream, type WatchOptions, type WatchEvent, type WatchHandle } from './watch/watch.ts';
-export type { StreamStatus, StreamPhase } from './watch/types.ts';
-export { slotName, publicationName, streamName } from './watch/names.ts';
 export { readStreamStates, type StreamState } from './state/stream.ts';
