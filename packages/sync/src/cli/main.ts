@@ -2,8 +2,8 @@
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import {
-  connect, expandUrl, formatDoctorReport, loadConfig, maskFromKey, urlVariables, parseDuration, readRuns, readTableStates, redactUrl, resolveTarget, runDoctor, runSync, startReconcileLoop, SyncError, verifySync,
-  type ProgressEvent, type ResolvedTarget, type RunResult, type SyncConfig, type TableConfig,
+  connect, dropStream, expandUrl, readStreamStates, slotName, startWatch, formatDoctorReport, loadConfig, maskFromKey, urlVariables, parseDuration, readRuns, readTableStates, redactUrl, resolveTarget, runDoctor, runSync, startReconcileLoop, SyncError, verifySync,
+  type ProgressEvent, type WatchEvent, type ResolvedTarget, type RunResult, type SyncConfig, type TableConfig,
 } from '../index.ts';
 
 const USAGE = `elara-sync: keeps a staging PostgreSQL database in step with production
@@ -16,6 +16,8 @@ Commands:
   verify    compare every row; exit 0 when staging equals production, 1 when not
   status    the last runs recorded in staging
   doctor    troubleshooting checks, one line each with a fix hint
+  watch     stream production's changes to the target in real time (logical replication) until stopped;
+            creates a publication and a slot on production; --drop removes them
 
 Options:
   --from URL          production (source); default DATABASE_URL
@@ -24,7 +26,8 @@ Options:
   --tables A,B        tables to sync (default: elara-sync.yml, else Organization,User)
   --config FILE       config file (default ELARA_SYNC_CONFIG, else ./elara-sync.yml when present)
   --every DURATION    run: repeat every DURATION (e.g. 5m) until stopped
-  --json              machine-readable output on stdout
+  --json              machine-readable output on stdout (watch: one JSON line per event)
+  --drop              watch: remove the target's slot and publication from production, and its position
   --allow-production-target
                       run even though the target carries elara.environment = 'production'
   -h, --help          this text
@@ -210,10 +213,14 @@ async function cmdStatus(io: Io, values: Record<string, string | boolean | undef
   const { targetUrl } = resolveEnds(values, io.env, config, { source: false, mask: false });
   const client = await connect(targetUrl, 'target', 'elara-sync-status');
   try {
-    const [runs, states] = await Promise.all([readRuns(client, 10), readTableStates(client)]);
+    const [runs, states, streams] = await Promise.all([readRuns(client, 10), readTableStates(client), readStreamStates(client)]);
     if (values.json) {
-      io.out(JSON.stringify({ ok: true, runs, tables: states }));
+      io.out(JSON.stringify({ ok: true, runs, tables: states, streams }));
       return 0;
+    }
+    for (const s of streams) {
+      const at = s.lastCommitAt ? `last production commit applied ${Math.round((Date.now() - s.lastCommitAt.getTime()) / 1000)} s ago` : 'no transaction applied since the snapshot';
+      io.out(`stream ${s.slot}: at ${s.lsn}, ${at}; position recorded ${Math.round((Date.now() - s.updatedAt.getTime()) / 1000)} s ago; ${s.transactions} transactions, ${s.rows} row changes since the snapshot of ${s.snapshotAt.toISOString()}`);
     }
     if (runs.length === 0) io.out(`No runs recorded in ${redactUrl(targetUrl)} yet: run \`elara-sync run\`.`);
     for (const t of states) {
@@ -227,6 +234,78 @@ async function cmdStatus(io: Io, values: Record<string, string | boolean | undef
     return 0;
   } finally {
     await client.end().catch(() => {});
+  }
+}
+
+function describeWatchEvent(e: WatchEvent): string | null {
+  switch (e.kind) {
+    case 'setup': return e.created.length ? `created on production: ${e.created.join(', ')}` : `using publication ${e.publication} and slot ${e.slot} on production`;
+    case 'snapshot-start': return `snapshot: ${e.reason}; reconciling under the slot's snapshot`;
+    case 'snapshot-done': return `snapshot applied (${e.result.tables.map((t) => `${t.table} +${t.inserted} ~${t.updated} -${t.deleted}`).join(', ')}); streaming from ${e.lsn}`;
+    case 'streaming': return `streaming from ${e.from}`;
+    case 'applied': return null;
+    case 'held': return `held back in ${e.table}: ${e.held} change(s) blocked by rows created in the target (${e.keys.join('; ')})`;
+    case 'resync': return `${e.reason}: reconciling`;
+    case 'reconnecting': return `${e.error.message} (${e.error.code}); retrying in ${(e.delayMs / 1000).toFixed(1)} s (attempt ${e.attempt})`;
+    case 'stopped': return 'stopped; position recorded';
+  }
+}
+
+/** watch: streams until SIGTERM/SIGINT (finishing the transaction in hand); --drop removes the stream. */
+async function cmdWatch(io: Io, values: Record<string, string | boolean | undefined>): Promise<number> {
+  const json = Boolean(values.json);
+  const config = loadConfig(values.config as string | undefined, io.env);
+  if (values.drop) {
+    const sourceUrl = (values.from as string | undefined) ?? io.env.DATABASE_URL;
+    if (!sourceUrl) throw new SyncError('E_CONFIG', 'missing --from (or DATABASE_URL)', 'pass the production URL');
+    const name = (values.target as string | undefined) ?? 'staging';
+    let targetUrl: string | null = null;
+    try {
+      targetUrl = resolveEnds(values, io.env, config, { source: true, mask: false }).targetUrl;
+    } catch {
+      // The target's URL is not needed to remove the stream from production.
+    }
+    const r = await dropStream({ sourceUrl, targetUrl, targetName: name });
+    if (json) io.out(JSON.stringify({ ok: true, ...r, slot_name: slotName(name) }));
+    else io.out(`slot ${slotName(name)}: ${r.slot ? 'dropped' : 'not there'}; publication: ${r.publication ? 'dropped' : 'not there'}; target position: ${r.position ? 'removed' : targetUrl ? 'not there' : 'not checked (no target URL)'}`);
+    return 0;
+  }
+  const { sourceUrl, targetUrl, target } = resolveEnds(values, io.env, config, { source: true });
+  const allowProductionTarget = Boolean(values['allow-production-target']) || config.allowProductionTarget;
+  let applied = { transactions: 0, rows: 0, at: Date.now() };
+  const handle = startWatch({
+    sourceUrl, targetUrl, target, tables: tablesFrom(values as { tables?: string }, config), allowProductionTarget, onFatal: 'stop',
+    onEvent: (e) => {
+      if (json) {
+        io.out(JSON.stringify(e.kind === 'reconnecting' ? { ...e, error: { code: e.error.code, message: e.error.message, hint: e.error.hint } }
+          : e.kind === 'snapshot-done' ? { kind: e.kind, lsn: e.lsn, tables: e.result.tables } : e));
+        return;
+      }
+      if (e.kind === 'applied') {
+        // A line per 5 s on a terminal, not one per transaction.
+        applied = { transactions: applied.transactions + e.transactions, rows: applied.rows + e.rows, at: applied.at };
+        if (Date.now() - applied.at >= 5000) {
+          io.err(`applied ${applied.transactions} transaction(s), ${applied.rows} row change(s); at ${e.lsn}, lag ${e.lagMs} ms`);
+          applied = { transactions: 0, rows: 0, at: Date.now() };
+        }
+        return;
+      }
+      const line = describeWatchEvent(e);
+      if (line) io.err(`elara-sync watch (${target.name}): ${line}`);
+    },
+  });
+  const onSignal = () => {
+    if (!json) io.err('elara-sync watch: stopping after the transaction in hand');
+    void handle.stop();
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  try {
+    await handle.done;
+    return 0;
+  } finally {
+    process.removeListener('SIGTERM', onSignal);
+    process.removeListener('SIGINT', onSignal);
   }
 }
 
@@ -257,7 +336,7 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
       allowPositionals: true,
       options: {
         from: { type: 'string' }, to: { type: 'string' }, target: { type: 'string' }, tables: { type: 'string' }, config: { type: 'string' },
-        every: { type: 'string' }, json: { type: 'boolean' }, 'allow-production-target': { type: 'boolean' },
+        every: { type: 'string' }, json: { type: 'boolean' }, drop: { type: 'boolean' }, 'allow-production-target': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -278,6 +357,7 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
       case 'verify': return await cmdVerify(io, values);
       case 'status': return await cmdStatus(io, values);
       case 'doctor': return await cmdDoctor(io, values);
+      case 'watch': return await cmdWatch(io, values);
       default:
         io.err(`elara-sync: unknown command "${command}"\n\n${USAGE}`);
         return 2;
