@@ -12,7 +12,7 @@ import type { TableConfig, TablePlan } from '../plan/table-plan.ts';
 import { columnList, keyColumns, keyHash, keysRecordset, LOCAL_SESSION_SETTINGS, rowVersionHash, sourceSelectByKeys } from '../sql/statements.ts';
 import { createStageTables, findReferencingChildren, findUniqueColliders, LOCAL_KEYS, type Stage } from '../sql/apply-statements.ts';
 import { applyStages, beginApply, type TableOutcome } from '../apply/apply.ts';
-import { ensureStateSchema } from '../state/schema.ts';
+import { ensureStateSchema, LOCK_KEYS } from '../state/schema.ts';
 import { ensureTracking } from '../state/tracking.ts';
 import { withTransaction } from './transaction.ts';
 import { assertMaskSession, compilePlans, validateOnSource } from './plans.ts';
@@ -99,6 +99,7 @@ async function sessionStage(client: pg.ClientBase, plan: TablePlan): Promise<Sta
   return { plan, src: names.src, act: names.act, scope: { kind: 'keys', keysTable: names.keys }, localKeys: LOCAL_KEYS, keys: names.keys, before: names.before };
 }
 
+const literal = (v: string) => `'${v.replace(/'/g, "''")}'`;
 const prepared = (text: string) => `elara_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`;
 
 /**
@@ -199,14 +200,30 @@ export async function applyKeys(
     sourceRows.set(s.plan.id, sourceRows.get(s.plan.id)! + rows.length);
     await loadRows(tx, s, rows);
   };
+  const asked: Array<{ s: Stage & { keys: string }; json: string }> = [];
   for (const { plan, keys } of requests) {
     const s = await stageOf(plan);
     if (keys.length === 0) continue;
     const json = keysJson(plan, keys);
     const insertKeys = `INSERT INTO ${s.keys} ${keysRecordset(plan, '$1')} ON CONFLICT DO NOTHING`;
     await tx.query({ name: prepared(insertKeys), text: insertKeys, values: [json] });
-    await add(s, json);
+    asked.push({ s, json });
   }
+  // Keyed appliers run side by side (watch, the outbox's immediate syncs: both hold the apply lock
+  // shared). A key missing from the target has no row to lock, so two of them would both insert it
+  // (a duplicate-key error), and the one that read production first could commit last (staging
+  // keeps the older value). A transaction lock per asked key, taken in one sorted statement (no
+  // deadlock between callers) BEFORE production is read, serialises them: the second reads after
+  // the first committed. Keys pulled into scope below are staging rows, locked FOR UPDATE there.
+  // The locks are on 256 buckets of the keys, not the keys: a 5000-key chunk would otherwise
+  // exhaust the server's lock table (max_locks_per_transaction); two callers sharing a bucket
+  // only wait for each other.
+  if (asked.length) {
+    const lock = `SELECT count(pg_advisory_xact_lock(${LOCK_KEYS}, b)) FROM (SELECT DISTINCT (h & 255)::int AS b FROM (${asked.map(({ s }) =>
+      `SELECT hashtextextended(${literal(s.plan.id)} || ':' || ${keyHash(s.plan, 'k')}::text, 0) AS h FROM ${s.keys} k`).join(' UNION ALL ')}) u ORDER BY 1) o`;
+    await tx.query({ name: prepared(lock), text: lock });
+  }
+  for (const { s, json } of asked) await add(s, json);
   // Close the scope: a staging row outside the keys that holds a unique value an incoming row
   // needs is stale (production is unique); a child (in a synced table) of a row production
   // deleted goes with it. Both are read from production and applied too.

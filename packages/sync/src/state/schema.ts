@@ -9,6 +9,8 @@ export const LOCK_DDL = 0x656c6172; // "elar"
 export const LOCK_RUN = 0x656c6131;
 /** Held exclusively by a run while it applies, shared by immediate (keys) syncs: they wait for the run. */
 export const LOCK_APPLY = 0x656c6132;
+/** First half of the two-int transaction locks keyed appliers take per bucket of keys (engine/immediate.ts). */
+export const LOCK_KEYS = 0x656c6b;
 
 // CREATE SCHEMA checks the CREATE privilege on the database even with IF NOT EXISTS, and the
 // least-privilege writer role has none: the schema is created only when it is missing.

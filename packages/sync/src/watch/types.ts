@@ -19,7 +19,9 @@ export interface StreamStatus {
   lagBytes: number;
   /** WAL the slot keeps on production (pg_current_wal_lsn() - restart_lsn). */
   retainedWalBytes: number;
+  /** Production transactions applied by this process (a counter: never reset; stream_state keeps the totals since the snapshot). */
   transactions: number;
+  /** Row changes (inserts, updates, deletes) of those transactions. */
   rows: number;
   reconnects: number;
   snapshots: number;

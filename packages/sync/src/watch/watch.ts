@@ -223,10 +223,14 @@ class Session {
       throw new SyncError('E_STREAM', `the replication slot ${this.slot} on production is in use by process ${slot.activePid} (another watch of target ${this.name}?)`,
         'run one watch per target; this one retries until the other stops', { side: 'source' });
     }
+    if (slot && (slot.plugin !== 'pgoutput' || slot.database !== sid.database)) {
+      // Slot names are per server: this one belongs to something else; never drop it.
+      throw new SyncError('E_CONFIG', `the replication slot ${this.slot} on production belongs to ${slot.database === sid.database ? `a ${slot.plugin} consumer` : `database ${slot.database}`}, not to watch of ${sid.database}`,
+        'give this target another name in elara-sync.yml (the slot is named after it), or drop that slot if it is unused', { side: 'source' });
+    }
     const current = lsnValue((await this.admin.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l);
     const reason = !slot ? (state ? `the slot ${this.slot} is gone from production` : 'the target has no stream position yet')
       : !state ? 'the target has no stream position for this slot'
-        : slot.plugin !== 'pgoutput' || slot.database !== sid.database ? `the slot ${this.slot} is not a pgoutput slot of database ${sid.database}`
           : state.sourceSystem !== sid.systemIdentifier ? 'production is another server than the one the position was recorded on'
             : slot.walStatus === 'lost' ? `the slot ${this.slot} was invalidated (it retained more WAL than max_slot_wal_keep_size allows)`
               : lsnValue(slot.confirmedFlush) > lsnValue(state.lsn) ? `the slot ${this.slot} is ahead of the target's position (${slot.confirmedFlush} > ${state.lsn}): it was re-created or used by someone else`
@@ -243,8 +247,6 @@ class Session {
     } else {
       this.event({ kind: 'setup', slot: this.slot, publication: this.publication, created });
       from = state!.lsn;
-      this.status.transactions = Math.max(this.status.transactions, state!.transactions);
-      this.status.rows = Math.max(this.status.rows, state!.rows);
       this.status.lastCommitAt = state!.lastCommitAt;
     }
     if (isStopping()) return;
@@ -281,8 +283,6 @@ class Session {
       }
       await resetStreamState(this.target!, this.slot, { lsn: made.consistentPoint, sourceSystem: this.sourceSystem, planSig: this.planSig });
       this.status.snapshots++;
-      this.status.transactions = 0;
-      this.status.rows = 0;
       this.event({ kind: 'snapshot-done', lsn: made.consistentPoint, result: result! });
       return made.consistentPoint;
     } finally {
