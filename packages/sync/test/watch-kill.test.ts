@@ -238,6 +238,7 @@ test('watch SIGKILLed ≥ 20 times under a concurrent writer: after a last clean
   const stats = { kills: 0, afterApplied: 0, early: 0, snapshots: 0, applied: 0, maxStartToAppliedMs: 0, exitedBeforeKill: 0 };
   const problems: string[] = [];
   const reasons = new Map<string, number>();
+  const held: string[] = [];
   try {
     while (stats.afterApplied < KILLS) {
       const w = spawnWatch();
@@ -271,6 +272,7 @@ test('watch SIGKILLed ≥ 20 times under a concurrent writer: after a last clean
       for (const e of w.events) if (e.kind === 'snapshot-start') count(reasons, String(e.reason).replace(/[0-9A-F]+\/[0-9A-F]+/g, '<lsn>'));
       stats.snapshots += w.events.filter((e) => e.kind === 'snapshot-start').length;
       stats.applied += w.events.filter((e) => e.kind === 'applied').length;
+      for (const e of w.events) if (e.kind === 'held' || e.kind === 'resync') held.push(JSON.stringify(e));
       const fatal = w.events.find((e) => e.kind === 'reconnecting' && (e.error as { code?: string }).code !== 'E_STREAM');
       if (fatal) problems.push(`unexpected error before kill ${stats.kills}: ${JSON.stringify(fatal)}`);
     }
@@ -288,9 +290,11 @@ test('watch SIGKILLed ≥ 20 times under a concurrent writer: after a last clean
       if (w.isExited()) return true;
       last = await diff();
       return last.lost === 0 && last.extra === 0;
-    }, 60_000).catch(async (e) => {
+    }, 30_000).catch(async (e) => {
       last = await diff();
-      console.log(`# kills=${stats.kills} lost=${last.lost} extra=${last.extra} (not converged) examples:\n#   ${last.examples.join('\n#   ')}`);
+      const local = (await server.sql(dstDb, `SELECT table_name, key::text FROM elara_sync.local_keys ORDER BY 1, 2`)).rows.map((r) => `${r.table_name} ${r.key}`);
+      console.log(`# kills=${stats.kills} lost=${last.lost} extra=${last.extra} (not converged) examples:\n#   ${last.examples.join('\n#   ')}`
+        + `\n# local keys on the target: ${JSON.stringify(local)}\n# held/resync events (first 20): ${[...held, ...w.events.filter((e) => e.kind === 'held').map((e) => JSON.stringify(e))].slice(0, 20).join('\n#   ')}`);
       throw e;
     });
     assert.equal(w.isExited(), false, `the last watch exited: ${w.stderr()}`);
