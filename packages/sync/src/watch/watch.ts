@@ -322,7 +322,7 @@ class Session {
     service.on('heartbeat', (lsn: string, _t: number, shouldRespond: boolean) => {
       const v = lsnValue(lsn);
       if (v > this.keepalive) this.keepalive = v;
-      if (shouldRespond) void service.acknowledge(lsnText(this.applied)).catch(() => {});
+      if (shouldRespond) void this.confirm(this.applied);
     });
     service.on('error', (e: Error) => this.fail(e));
     const heartbeatMs = o.heartbeatMs ?? 10_000;
@@ -343,6 +343,18 @@ class Session {
     const next = this.chain.then(fn);
     this.chain = next.catch(() => {});
     return next;
+  }
+
+  /**
+   * Tells production everything up to `lsn` (the end LSN recorded on the target) is applied.
+   * pg-logical-replication's acknowledge(x) reports x + 1 as written/flushed/applied, so it is
+   * given lsn - 1: the slot's confirmed_flush_lsn then equals the target's position exactly. With
+   * x = lsn the slot ran one byte ahead of the target, every restart took it for a slot "ahead of
+   * the target's position" and re-snapshotted, and (were that check relaxed) the server would
+   * start decoding at lsn + 1 and skip a transaction whose commit record starts right at lsn.
+   */
+  private confirm(lsn: bigint, ping = false): Promise<unknown> {
+    return this.service!.acknowledge(lsnText(lsn > 0n ? lsn - 1n : 0n), ping).catch(() => {});
   }
 
   private fail(e: unknown): void {
@@ -499,7 +511,7 @@ class Session {
       lagSeconds: lagMs / 1000, transactions: this.status.transactions + b.transactions, rows: this.status.rows + b.rows,
     });
     // Only now may production forget these transactions.
-    await this.service!.acknowledge(lsnText(b.lastEnd)).catch(() => {});
+    await this.confirm(b.lastEnd);
     this.event({ kind: 'applied', lsn: lsnText(b.lastEnd), transactions: b.transactions, rows: b.rows, ms: now - b.startedAt, lagMs });
   }
 
@@ -522,7 +534,7 @@ class Session {
       throw e;
     }
     this.applied = lsn;
-    await this.service!.acknowledge(lsnText(lsn)).catch(() => {});
+    await this.confirm(lsn);
   }
 
   /**
@@ -548,9 +560,9 @@ class Session {
       this.applied = lsn;
       this.status.lsn = lsnText(lsn);
       this.status.lagSeconds = 0;
-      await this.service.acknowledge(lsnText(lsn)).catch(() => {});
+      await this.confirm(lsn);
     }
-    await this.service.acknowledge(lsnText(this.applied), true).catch(() => {});
+    await this.confirm(this.applied, true);
   }
 
   private monitoring = false;
