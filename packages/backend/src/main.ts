@@ -101,7 +101,7 @@ try {
       `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_dev -c 'SELECT email, "firstName", "lastName" FROM "User"'`);
     if (server.watches.state.mode === 'on') {
       lines.push('', 'Change production directly; watch streams it to staging (and, masked, to dev) at once:',
-        `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_production -c "UPDATE \"Organization\" SET name = 'Acme Renamed' WHERE name = 'Acme Corp'"`,
+        `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_production -c 'UPDATE "Organization" SET name = $$Acme Renamed$$ WHERE name = $$Acme Corp$$'`,
         `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_staging -c 'SELECT name FROM "Organization"'`);
     }
   }

@@ -62,7 +62,7 @@ export async function startWatches(opts: { config: Config; prodPool: pg.Pool; lo
       const at = { target: target.name };
       switch (e.kind) {
         case 'setup':
-          logger.info({ ...at, slot: e.slot, publication: e.publication, created: e.created }, `${tag} slot ${e.slot} and publication ${e.publication} ready${e.created.length ? ` (created: ${e.created.join(', ')})` : ''}`);
+          logger.info({ ...at, slot: e.slot, publication: e.publication, created: e.created }, `${tag} slot ${e.slot} and publication ${e.publication} ready${e.created.length ? ` (${e.created.join(', ')})` : ''}`);
           return;
         case 'snapshot-start':
           logger.info({ ...at, reason: e.reason }, `${tag} snapshot: ${e.reason}`);
