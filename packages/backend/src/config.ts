@@ -51,6 +51,8 @@ const envSchema = z.object({
   RECONCILE_INTERVAL: duration.optional(),
   /** The reconcile schedule the status page judges lag against, when the CronJob runs it. */
   RECONCILE_EXPECTED_INTERVAL: duration.default('5m'),
+  /** Real-time sync (watch) in this process, per target: auto = when production has wal_level = logical. */
+  SYNC_WATCH: z.enum(['auto', 'on', 'off']).default('auto'),
   /** Embedded default only: the status API and /sync page need no token from 127.0.0.1. */
   STATUS_OPEN_ON_LOOPBACK: bool.default(false),
   /** NODE_ENV=production: allow a database URL that reaches a host on the network without TLS. */
@@ -106,6 +108,8 @@ export interface Config {
    * key) are listed in `skipped` with why, for the start-up log.
    */
   readonly targets: { readonly staging: ResolvedTarget | null; readonly all: readonly ResolvedTarget[]; readonly skipped: ReadonlyArray<{ name: string; reason: string }> };
+  /** SYNC_WATCH: whether each target with a URL also gets an in-process `watch` (auto: if production's wal_level is logical). */
+  readonly watch: 'auto' | 'on' | 'off';
   readonly failpoint: 'after_prod_commit' | 'in_sync_job' | null;
   readonly trustProxy: boolean;
   readonly ops: {
@@ -189,6 +193,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }),
     syncConfig,
     targets,
+    watch: e.SYNC_WATCH,
     failpoint: e.ELARA_FAILPOINT ?? null,
     ops: Object.freeze({
       token: e.OPS_TOKEN ?? null,

@@ -1,7 +1,9 @@
 // `npm start`. With DATABASE_URL set it serves that database (and STAGING_DATABASE_URL, if set).
 // Without it, it starts an embedded PostgreSQL with elara_production, elara_staging (raw) and
-// elara_dev (anonymized), migrates them, marks production, then starts the API, the outbox worker
-// and a reconcile loop per target (`elara-sync run` every 5 minutes, in-process) and prints a curl.
+// elara_dev (anonymized), migrates them, marks production, then starts the API, the outbox worker,
+// a real-time stream per target (`elara-sync watch`, in-process: the embedded server runs with
+// wal_level = logical) and a reconcile loop per target (`elara-sync run` every 5 minutes,
+// in-process) and prints a curl.
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -77,23 +79,35 @@ try {
     writeFileSync(`${REPO_ROOT}.elara/embedded.json`, JSON.stringify({ port: embedded.port }));
   }
   const server = await startServer({ env, afterClose: async () => { await embedded?.stop(); } });
+  // The first start takes a snapshot per target: the text below says whether the streams are live.
+  const streaming = server.watches.state.mode === 'on' && await server.watches.untilStreaming(20_000);
   const body = JSON.stringify({ email: 'ada@example.com', password: 'correct horse battery staple', organizationName: 'Acme Corp', firstName: 'Ada', lastName: 'Lovelace' });
   const lines = [
     '',
     `Elara API ready on ${server.url}`,
     server.stagingPool ? 'Staging sync: on' : 'Staging sync: off (STAGING_DATABASE_URL is not set)',
+    server.watches.state.mode === 'off'
+      ? `Real-time sync (watch): off (${server.watches.state.reason}); registrations still reach staging through the outbox, everything else at the next reconcile`
+      : streaming
+        ? `Real-time sync (watch): streaming to ${server.watches.statuses().map((s) => s.target).join(' and ')}: any change committed in production, by the API or by psql, shows there at once`
+        : `Real-time sync (watch): starting (${server.watches.statuses().map((s) => `${s.target}: ${s.phase}${s.lastError ? `, ${s.lastError.code}` : ''}`).join('; ')}); the sync dashboard shows when it streams`,
     '',
     'Register a user:',
     `  curl -sS -X POST ${server.url}/api/v2/auth/register -H 'content-type: application/json' -d '${body}'`,
   ];
   if (embedded) {
     lines.push('', 'Then see it in staging:', `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_staging -c 'SELECT email, "organizationId" FROM "User"'`,
-      `and, anonymized, in the dev copy (at its next reconcile, every 5 minutes, or now with the second command below; every account's password there is "${env.ELARA_TEST_PASSWORD}"):`,
+      `and, anonymized, in the dev copy (every account's password there is "${env.ELARA_TEST_PASSWORD}"):`,
       `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_dev -c 'SELECT email, "firstName", "lastName" FROM "User"'`);
+    if (server.watches.state.mode === 'on') {
+      lines.push('', 'Change production directly; watch streams it to staging (and, masked, to dev) at once:',
+        `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_production -c 'UPDATE "Organization" SET name = $$Acme Renamed$$ WHERE name = $$Acme Corp$$'`,
+        `  psql -h 127.0.0.1 -p ${embedded.port} -U postgres elara_staging -c 'SELECT name FROM "Organization"'`);
+    }
   }
   lines.push('', `Sync dashboard: ${server.url}/sync`);
   if (embedded) {
-    lines.push('Reconcile: every 5 minutes in this process, for each target; run one now with:',
+    lines.push('Reconcile (the safety net behind watch): every 5 minutes in this process, for each target; run one now with:',
       `  DATABASE_URL=${embedded.url('elara_production')} STAGING_DATABASE_URL=${embedded.url('elara_staging')} npx elara-sync run`,
       `  DATABASE_URL=${embedded.url('elara_production')} DEV_DATABASE_URL=${embedded.url('elara_dev')} ELARA_SYNC_MASK_KEY=$(cat ${REPO_ROOT}.elara/mask-key) ELARA_TEST_PASSWORD='${env.ELARA_TEST_PASSWORD}' npx elara-sync run --target dev`,
       'Simulate a staging outage and recovery: npm run staging:down / npm run staging:up');

@@ -1,6 +1,6 @@
 // Reads the environment, builds the app, starts the outbox worker, listens, and shuts down
 // gracefully on SIGTERM/SIGINT: stop accepting, finish in-flight requests (cut after
-// SHUTDOWN_TIMEOUT_MS), stop the reconcile loop and the worker, close the pools; then afterClose
+// SHUTDOWN_TIMEOUT_MS), stop watch (real-time sync), the reconcile loop and the worker, close the pools; then afterClose
 // (main.ts stops the embedded PostgreSQL there, after every client of it is gone).
 import type pg from 'pg';
 import type { FastifyInstance } from 'fastify';
@@ -16,6 +16,8 @@ import { describeTls, encrypts, plaintextRisk, redactUrl, startReconcileLoop, ty
 import { collectStatus, readOutbox, statusRoutes } from './ops/status.ts';
 import { describeError } from './db/errors.ts';
 import { registerReconcileMetrics } from './ops/reconcile-metrics.ts';
+import { registerStreamMetrics } from './ops/stream-metrics.ts';
+import { startWatches, type Watches } from './sync/watch.ts';
 
 /** How old the row counts behind elara_sync_lag_rows may be. */
 const ROW_COUNT_MAX_AGE_MS = 60_000;
@@ -27,6 +29,8 @@ export interface RunningServer {
   metrics: Metrics;
   prodPool: pg.Pool;
   stagingPool: pg.Pool | null;
+  /** The in-process real-time sync (SYNC_WATCH): its state and every target's stream. */
+  watches: Watches;
   /** http://host:port actually bound (PORT=0 picks a free port). */
   url: string;
   close(): Promise<void>;
@@ -72,6 +76,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
   const stagingPool = config.stagingDatabaseUrl ? createStagingPool(config.stagingDatabaseUrl, config, logger) : null;
   const metrics = createMetrics();
   let worker: SyncWorker | null = null;
+  let watches: Watches | null = null;
   const reconciles: ReconcileLoop[] = [];
   const targetPools: Array<{ name: string; pool: pg.Pool }> = [];
   let app: FastifyInstance | null = null;
@@ -88,6 +93,9 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
       await app.close().catch((err) => logger.warn({ error: describeError(err) }, 'shutdown: closing the HTTP server failed'));
       clearTimeout(cut);
     }
+    // Watch first: it finishes the transaction in hand and closes its replication connection, so
+    // PostgreSQL's smart shutdown (main.ts, after this) finds no session of ours left.
+    await watches?.stop();
     await Promise.all(reconciles.map((r) => r.stop().catch(() => {})));
     await worker?.stop().catch((err) => logger.warn({ error: describeError(err) }, 'shutdown: stopping the sync worker failed'));
     await prodPool.end().catch(() => {});
@@ -106,11 +114,16 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
     } else {
       logger.warn('staging sync is off: STAGING_DATABASE_URL is not set');
     }
+    for (const t of config.targets.skipped) logger.info({ target: t.name }, `[Reconcile] target ${t.name} is not synced: ${t.reason}`);
+    watches = await startWatches({ config, prodPool, logger });
+    const live = watches;
+    registerStreamMetrics(metrics, () => live.statuses());
     const statusOptions = {
       tables: [...config.ops.tables],
       intervalSeconds: Math.round(config.ops.expectedIntervalMs / 1000),
       opsToken: config.ops.token,
       openOnLoopback: config.ops.openOnLoopback,
+      watch: () => ({ ...live.state, streams: live.statuses() }),
     };
     app = await buildApp({ config, prodPool, stagingPool, logger, metrics }, { plugins: [statusRoutes(statusOptions), ...(opts.plugins ?? [])] });
     if (stagingPool) {
@@ -131,7 +144,6 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
         },
       });
     }
-    for (const t of config.targets.skipped) logger.info({ target: t.name }, `[Reconcile] target ${t.name} is not synced: ${t.reason}`);
     if (config.ops.reconcileIntervalMs !== null) {
       // One loop per target with a URL: staging (raw, as the seed) and e.g. an anonymized dev copy.
       for (const target of config.targets.all) {
@@ -192,5 +204,5 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Runnin
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   }
-  return { app, config, logger, metrics, prodPool, stagingPool, url, close };
+  return { app, config, logger, metrics, prodPool, stagingPool, watches: watches!, url, close };
 }

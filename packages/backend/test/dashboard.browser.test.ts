@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { runSync } from '@elara/sync';
 import { ADMIN_URL } from '@elara/testkit';
+import { startLogicalServer, type LogicalServer } from '@elara/testkit/logical';
+import { markProduction, migrateDatabase } from '../src/db/migrate.ts';
 import { createDatabases, dbName, json, registration, sql, startTestServer, waitFor, type Databases } from './helpers.ts';
 import type { RunningServer } from '../src/server.ts';
 
@@ -29,6 +31,8 @@ interface PageState {
   backlog: number;
   failureRows: number;
   chartPoints: string;
+  watch: { mode: string; live: string; text: string };
+  streams: Record<string, { phase: string; lsn: string; transactions: number; rows: number; reconnects: number; error: string }>;
 }
 
 /**
@@ -44,7 +48,15 @@ const READ_PAGE = `(() => {
     const table = el.getAttribute('data-table') ?? '';
     tiles[table] = { state: el.getAttribute('data-state') ?? '', rows: txt('table-rows-' + table), lag: txt('table-lag-' + table) };
   }
+  const streams = {};
+  for (const el of document.querySelectorAll('[data-testid^="stream-row-"]')) {
+    const t = el.getAttribute('data-target') ?? '';
+    streams[t] = { phase: txt('stream-phase-' + t), lsn: txt('stream-lsn-' + t), transactions: Number(txt('stream-transactions-' + t)),
+      rows: Number(txt('stream-rows-' + t)), reconnects: Number(txt('stream-reconnects-' + t)), error: txt('stream-error-' + t) };
+  }
   return {
+    watch: { mode: q('watch-state')?.getAttribute('data-mode') ?? '', live: q('watch-state')?.getAttribute('data-live') ?? '', text: txt('watch-state') },
+    streams,
     banner: txt('status-banner'),
     bannerLevel: q('status-banner')?.getAttribute('data-level') ?? '',
     stagingReachable: q('staging-state')?.getAttribute('data-reachable') ?? '',
@@ -154,6 +166,11 @@ describe('the /sync dashboard in chromium', () => {
     assert.equal(s.backlog, 0);
     assert.equal(s.failureRows, 0);
     assert.equal(s.chartPoints, '1');
+    // The default test server has wal_level = replica: watch is off, and the page says why.
+    assert.equal(s.watch.mode, 'off');
+    assert.equal(s.watch.live, 'false');
+    assert.match(s.watch.text, /^off: production has wal_level = replica, not logical \(SYNC_WATCH=auto\); registrations reach staging through the outbox/);
+    assert.deepEqual(s.streams, {});
     assert.equal(await page.getByTestId(`run-row-${run.runId}`).getAttribute('data-status'), 'ok');
     assert.equal(await page.getByTestId('token-form').isHidden(), true);
     assert.doesNotMatch(page.url(), /token/);
@@ -198,5 +215,58 @@ describe('the /sync dashboard in chromium', () => {
     } finally {
       if (!restored) await setStagingConnections(staging, true).catch(() => {});
     }
+  });
+});
+
+describe('the /sync dashboard in chromium, with watch streaming (wal_level = logical production)', () => {
+  let lr: LogicalServer;
+  let prod: string;
+  let staging: string;
+  let server: (RunningServer & { logs: { text(): string } }) | null = null;
+  let browser: Browser | null = null;
+
+  before(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: this browser test needs Debian's chromium (apt-get install chromium). It is not skipped on purpose.`);
+    mkdirSync(ARTIFACTS, { recursive: true });
+    lr = await startLogicalServer();
+    prod = lr.url(await lr.createDatabase('dash_watch_prod'));
+    staging = lr.url(await lr.createDatabase('dash_watch_stg'));
+    await migrateDatabase(prod, { outbox: true });
+    await markProduction(prod);
+    await migrateDatabase(staging);
+    server = await startTestServer({ DATABASE_URL: prod, STAGING_DATABASE_URL: staging, SYNC_WATCH: 'on', OPS_TOKEN, ELARA_SYNC_CONFIG: fileURLToPath(new URL('../../../elara-sync.yml', import.meta.url)) }, 'info');
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+  });
+  after(async () => {
+    try {
+      await browser?.close();
+    } finally {
+      try {
+        await server?.close();
+      } finally {
+        await lr?.stop();
+      }
+    }
+  });
+
+  test('the stream row shows streaming, its position, and a psql UPDATE counted as applied', async () => {
+    const page = await browser!.newPage({ viewport: { width: 1200, height: 900 } });
+    await page.goto(`${server!.url}/sync`);
+    await page.getByTestId('token-input').fill(OPS_TOKEN);
+    await page.getByTestId('token-submit').click();
+    const live = await untilPage(page, 'the staging stream streaming', (p) => p.streams.staging?.phase === 'streaming', 30_000);
+    assert.equal(live.watch.mode, 'on');
+    assert.equal(live.watch.live, 'true');
+    assert.match(live.watch.text, /^streaming to staging/);
+    assert.equal(live.streams.staging!.error, '–');
+
+    await sql(prod, `INSERT INTO "Organization" (id, name, "apiKey", "apiSecret") VALUES ('00000000-0000-0000-0000-0000000000d1', 'Before', 'k-d1', 'x')`);
+    await sql(prod, `UPDATE "Organization" SET name = 'After' WHERE id = '00000000-0000-0000-0000-0000000000d1'`);
+    await waitFor(async () => (await sql(staging, `SELECT 1 FROM "Organization" WHERE name = 'After'`)).rowCount, 15_000, 50);
+    const applied = await untilPage(page, 'both transactions applied', (p) => (p.streams.staging?.transactions ?? 0) >= 2);
+    assert.match(applied.streams.staging!.lsn, /^[0-9A-F]+\/[0-9A-F]+$/);
+    assert.ok(applied.streams.staging!.rows >= 2);
+    assert.equal(applied.streams.staging!.reconnects, 0);
+    await page.screenshot({ path: `${ARTIFACTS}dashboard-watch.png`, fullPage: true });
   });
 });

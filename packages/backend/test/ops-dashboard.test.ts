@@ -83,6 +83,31 @@ describe('chart, failures, banner', () => {
   });
 });
 
+describe('real-time sync (watch)', () => {
+  const stream = (over: Record<string, unknown> = {}) => ({
+    target: 'staging', slot: 'elara_sync_staging', phase: 'streaming', lsn: '0/1A2B3C', lagSeconds: 0, lagBytes: 0, retainedWalBytes: 2048,
+    transactions: 4, rows: 9, reconnects: 0, snapshots: 1, lastCommitAt: iso(3), lastAppliedAt: iso(3), startedAt: iso(60), lastError: null, ...over,
+  });
+  test('the watch line: off with its reason, live when every stream streams, else which target is not', () => {
+    assert.deepEqual(d.watchSummary(status({ watch: { mode: 'off', reason: 'production has wal_level = replica, not logical (SYNC_WATCH=auto)', streams: [] } })),
+      { live: false, text: 'off: production has wal_level = replica, not logical (SYNC_WATCH=auto); registrations reach staging through the outbox, other changes at the next reconcile' });
+    assert.equal(d.watchSummary(status()).live, false, 'no watch field (an older server): off');
+    assert.deepEqual(d.watchSummary(status({ watch: { mode: 'on', reason: null, streams: [stream(), stream({ target: 'dev' })] } })),
+      { live: true, text: "streaming to staging, dev: production's changes arrive at once" });
+    const reconnecting = stream({ target: 'dev', phase: 'reconnecting', reconnects: 2, lastError: { code: 'E_CONNECT', message: 'production unreachable', hint: null, at: iso(1) } });
+    assert.deepEqual(d.watchSummary(status({ watch: { mode: 'on', reason: null, streams: [stream(), reconnecting] } })), { live: false, text: 'not streaming: dev reconnecting (E_CONNECT)' });
+  });
+  test('the banner warns about a stream that reconnects or failed, not one that is starting', () => {
+    const broken = stream({ phase: 'failed', lastError: { code: 'E_WAL_LEVEL', message: 'production (source) has wal_level = replica', hint: null, at: iso(1) } });
+    assert.deepEqual(d.summary(status({ watch: { mode: 'on', reason: null, streams: [broken] } })), { level: 'warn', text: 'real-time sync to staging has failed: E_WAL_LEVEL production (source) has wal_level = replica' });
+    assert.deepEqual(d.summary(status({ watch: { mode: 'on', reason: null, streams: [stream({ phase: 'snapshot' })] } })), { level: 'ok', text: 'staging is current' });
+    assert.deepEqual(d.summary(status({ watch: { mode: 'on', reason: null, streams: [stream()] } })), { level: 'ok', text: 'staging is current' });
+  });
+  test('formatBytes', () => {
+    assert.deepEqual([0, 1023, 2048, 5 * 1024 ** 2, 6 * 1024 ** 3, null].map(d.formatBytes), ['0 B', '1023 B', '2.0 KiB', '5.0 MiB', '6.0 GiB', '–']);
+  });
+});
+
 describe('fetchStatus', () => {
   test('sends the token as a Bearer header and rejects errors with a message', async () => {
     let seen: any;

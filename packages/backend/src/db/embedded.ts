@@ -42,6 +42,9 @@ const DEFAULT_PORT = 54329;
 /** Where the binaries and data go when the clone cannot be reached by the postgres user. */
 export const FALLBACK_ROOT = '/var/tmp';
 
+/** For watch: logical decoding, and room for a slot and a WAL sender per target (and the CLI's). */
+export const LOGICAL_SETTINGS = ['wal_level=logical', 'max_replication_slots=10', 'max_wal_senders=10'];
+
 interface RunAs { uid: number; gid: number; name: string }
 
 function portIsFree(port: number): Promise<boolean> {
@@ -173,9 +176,15 @@ export async function startEmbeddedPostgres(wantedDataDir: string, log: (msg: st
   const running = runningCluster(dataDir);
   if (running) {
     // A previous `npm start` was killed without stopping its PostgreSQL (SIGKILL leaves it running).
-    // Adopt it, and stop it at shutdown as if we had started it.
-    log(`adopting the embedded PostgreSQL still running on port ${running.port} (pid ${running.pid}) from an earlier start`);
-    return { port: running.port, dataDir, url: url(running.port), owned: false, stop: stopCluster };
+    // Adopt it, and stop it at shutdown as if we had started it. One started by a version of Elara
+    // before watch runs with wal_level = replica: restarted below with the settings (nothing else
+    // uses it, it is ours).
+    if (await walLevel(url(running.port)('postgres')) === 'logical') {
+      log(`adopting the embedded PostgreSQL still running on port ${running.port} (pid ${running.pid}) from an earlier start`);
+      return { port: running.port, dataDir, url: url(running.port), owned: false, stop: stopCluster };
+    }
+    log(`restarting the embedded PostgreSQL left running on port ${running.port} (pid ${running.pid}) by an earlier start, with wal_level = logical (for real-time sync)`);
+    await stopCluster();
   }
 
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
@@ -191,11 +200,28 @@ export async function startEmbeddedPostgres(wantedDataDir: string, log: (msg: st
     writeFileSync(logFile, '');
     if (user) chownSync(logFile, user.uid, user.gid);
   }
+  // wal_level = logical for the in-process `watch` (real-time sync over a replication slot per
+  // target). Given on the command line, so a data directory made before it gets it too, and the
+  // setting wins over postgresql.conf / ALTER SYSTEM (a command-line -c outranks both).
   await run(pgCtl, ['start', '-D', dataDir, '-l', logFile, '-w', '-t', '60',
-    '-o', `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''`], user)
+    '-o', `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' ${LOGICAL_SETTINGS.map((s) => `-c ${s}`).join(' ')}`], user)
     .catch((err: Error) => { throw new EmbeddedPostgresError(`${err.message} (server log: ${logFile})`); });
   log(`embedded PostgreSQL running on 127.0.0.1:${port}`);
   return { port, dataDir, url: url(port), owned: true, stop: stopCluster };
+}
+
+/** The server's wal_level, or null when it cannot be asked (then it is restarted like any other). */
+async function walLevel(adminUrl: string): Promise<string | null> {
+  const c = createClient(adminUrl);
+  c.on('error', () => {});
+  try {
+    await c.connect();
+    return (await c.query<{ w: string }>(`SELECT current_setting('wal_level') AS w`)).rows[0]!.w;
+  } catch {
+    return null;
+  } finally {
+    await c.end().catch(() => {});
+  }
 }
 
 export async function ensureDatabase(adminUrl: string, name: string): Promise<void> {

@@ -5,7 +5,7 @@ import { timingSafeEqual, createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type pg from 'pg';
-import { quoteIdent, readRuns, readTableStates, scrubSecrets, withTransaction, type RunRecord } from '@elara/sync';
+import { quoteIdent, readRuns, readTableStates, scrubSecrets, withTransaction, type RunRecord, type StreamStatus } from '@elara/sync';
 import type { AppDeps } from '../deps.ts';
 import { errorBody } from '../errors.ts';
 import { OUTBOX_BACKLOG_SQL, SYNC_TASKS } from '../sync/outbox.ts';
@@ -19,6 +19,36 @@ export interface StatusOptions {
   opsToken: string | null;
   /** Embedded default only: requests from loopback need no token. */
   openOnLoopback: boolean;
+  /** The in-process watch (real-time sync) as it is now: SYNC_WATCH's outcome and each target's stream. */
+  watch?: () => { mode: 'on' | 'off'; reason: string | null; streams: StreamStatus[] };
+}
+
+/** One target's real-time stream, as the page shows it. */
+export interface StreamView {
+  target: string;
+  slot: string;
+  phase: StreamStatus['phase'];
+  lsn: string | null;
+  lagSeconds: number;
+  lagBytes: number;
+  retainedWalBytes: number;
+  transactions: number;
+  rows: number;
+  reconnects: number;
+  snapshots: number;
+  lastCommitAt: string | null;
+  lastAppliedAt: string | null;
+  startedAt: string;
+  lastError: { code: string; message: string; hint: string | null; at: string } | null;
+}
+
+export function streamView(s: StreamStatus): StreamView {
+  return {
+    target: s.target, slot: s.slot, phase: s.phase, lsn: s.lsn, lagSeconds: s.lagSeconds, lagBytes: s.lagBytes, retainedWalBytes: s.retainedWalBytes,
+    transactions: s.transactions, rows: s.rows, reconnects: s.reconnects, snapshots: s.snapshots,
+    lastCommitAt: s.lastCommitAt?.toISOString() ?? null, lastAppliedAt: s.lastAppliedAt?.toISOString() ?? null, startedAt: s.startedAt.toISOString(),
+    lastError: s.lastError ? { code: s.lastError.code, message: s.lastError.message, hint: s.lastError.hint ?? null, at: s.lastError.at.toISOString() } : null,
+  };
 }
 
 export interface TableStatus {
@@ -39,6 +69,8 @@ export interface SyncStatus {
   staging: { configured: boolean; reachable: boolean; error: string | null };
   tables: TableStatus[];
   runs: RunRecord[];
+  /** Real-time sync (watch): off with the reason, or on with one stream per target. */
+  watch: { mode: 'on' | 'off'; reason: string | null; streams: StreamView[] };
   immediate: {
     enabled: boolean;
     successes: number;
@@ -152,12 +184,14 @@ export async function collectStatus(deps: AppDeps, opts: StatusOptions): Promise
   } catch {
     // graphile_worker schema not there (sync off): nothing to report.
   }
+  const w = opts.watch?.() ?? { mode: 'off' as const, reason: 'not started in this process', streams: [] };
   return {
     generatedAt: new Date(now).toISOString(),
     intervalSeconds: opts.intervalSeconds,
     staging,
     tables,
     runs,
+    watch: { mode: w.mode, reason: w.reason, streams: w.streams.map(streamView) },
     immediate: { enabled: deps.stagingPool !== null, successes: value('success'), failures: value('failure'), backlog, oldestAgeSeconds, recentFailures },
   };
 }

@@ -37,6 +37,25 @@ export function formatTime(iso) {
   return Number.isNaN(d.getTime()) ? '–' : d.toLocaleString();
 }
 
+export function formatBytes(n) {
+  if (n === null || n === undefined || !Number.isFinite(Number(n))) return '–';
+  const v = Math.max(0, Number(n));
+  if (v < 1024) return `${Math.round(v)} B`;
+  if (v < 1024 ** 2) return `${(v / 1024).toFixed(1)} KiB`;
+  if (v < 1024 ** 3) return `${(v / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(v / 1024 ** 3).toFixed(1)} GiB`;
+}
+
+/** One line on real-time sync: off (and why), live, or which targets are not streaming. */
+export function watchSummary(status) {
+  const w = status?.watch;
+  if (!w || w.mode !== 'on') return { live: false, text: `off${w?.reason ? `: ${w.reason}` : ''}; registrations reach staging through the outbox, other changes at the next reconcile` };
+  const streams = w.streams ?? [];
+  const notLive = streams.filter((s) => s.phase !== 'streaming');
+  if (streams.length > 0 && notLive.length === 0) return { live: true, text: `streaming to ${streams.map((s) => s.target).join(', ')}: production's changes arrive at once` };
+  return { live: false, text: `not streaming: ${notLive.map((s) => `${s.target} ${s.phase}${s.lastError ? ` (${s.lastError.code})` : ''}`).join(', ') || 'no stream'}` };
+}
+
 export function rowsChanged(run) {
   return (run?.tables ?? []).reduce((sum, t) => sum + (Number(t.inserted) || 0) + (Number(t.updated) || 0) + (Number(t.deleted) || 0), 0);
 }
@@ -86,6 +105,9 @@ export function summary(status) {
   if (states.includes('red')) return { level: 'error', text: 'staging is far behind production' };
   if (states.includes('amber') || lastRun?.status === 'conflicts') return { level: 'warn', text: lastRun?.status === 'conflicts' ? 'last reconcile finished with conflicts' : 'staging is behind production' };
   if (states.length === 0) return { level: 'warn', text: 'no tables reported' };
+  // A stream that lost its connection or cannot go on: the reconcile still converges, but changes no longer arrive at once.
+  const broken = (status?.watch?.streams ?? []).find((x) => x.phase === 'reconnecting' || x.phase === 'failed');
+  if (broken) return { level: 'warn', text: `real-time sync to ${broken.target} ${broken.phase === 'failed' ? 'has failed' : 'is reconnecting'}${broken.lastError ? `: ${broken.lastError.code} ${broken.lastError.message}` : ''}` };
   return { level: 'ok', text: 'staging is current' };
 }
 
@@ -201,6 +223,26 @@ function render(doc, status) {
   stagingEl.textContent = staging.configured === false ? 'staging: not configured' : staging.reachable ? 'staging: reachable' : 'staging: unreachable';
   text('interval', formatSeconds(status.intervalSeconds));
   text('generated-at', formatTime(status.generatedAt));
+
+  const ws = watchSummary(status);
+  const watchEl = $('watch-state');
+  watchEl.dataset.live = String(ws.live);
+  watchEl.dataset.mode = status.watch?.mode ?? 'off';
+  watchEl.textContent = ws.text;
+  const streams = (status.watch?.streams ?? []).map((x) => {
+    const tr = make('tr', { 'data-testid': `stream-row-${x.target}`, 'data-target': x.target, 'data-phase': x.phase });
+    const err = x.lastError ? `${x.lastError.code}: ${x.lastError.message} (${formatTime(x.lastError.at)})` : '–';
+    tr.append(make('td', {}, x.target), make('td', { class: `phase-${x.phase}`, 'data-testid': `stream-phase-${x.target}` }, x.phase),
+      make('td', { 'data-testid': `stream-lsn-${x.target}` }, x.lsn ?? '–'),
+      make('td', { class: 'num', 'data-testid': `stream-lag-${x.target}` }, formatSeconds(x.lagSeconds)),
+      make('td', { class: 'num' }, formatBytes(x.lagBytes)), make('td', { class: 'num' }, formatBytes(x.retainedWalBytes)),
+      make('td', { class: 'num', 'data-testid': `stream-transactions-${x.target}` }, String(x.transactions ?? 0)),
+      make('td', { class: 'num', 'data-testid': `stream-rows-${x.target}` }, String(x.rows ?? 0)),
+      make('td', { class: 'num', 'data-testid': `stream-reconnects-${x.target}` }, String(x.reconnects ?? 0)),
+      make('td', { class: 'message', 'data-testid': `stream-error-${x.target}` }, err));
+    return tr;
+  });
+  $('streams').replaceChildren(...(streams.length > 0 ? streams : [emptyRow(make, 10, status.watch?.mode === 'on' ? 'no stream' : 'watch is off')]));
 
   const tiles = status.tables.map((t) => {
     const state = tileState(t);
