@@ -358,7 +358,7 @@ test('a restart after SIGTERM resumes from the recorded position: no second snap
     await until('the change made while stopped', async () => second.isExited()
       || (await server.sql(dst, `SELECT string_agg(id || name, ',' ORDER BY id) AS s FROM "Organization"`)).rows[0].s === '1uno,2two,3three', 30_000, second);
   } finally {
-    process.kill(second.pid, 'SIGTERM');
+    if (!second.isExited()) process.kill(second.pid, 'SIGTERM');
   }
   assert.equal((await second.exited).code, 0, second.stderr());
   const snapshots = second.events.filter((e) => e.kind === 'snapshot-start').map((e) => e.reason);

@@ -6,7 +6,7 @@ import type pg from 'pg';
 import { createHash } from 'node:crypto';
 import type { KeySyncRequest, KeySyncResult } from '../types.ts';
 import { SyncError } from '../errors.ts';
-import { parseTableName, qualifiedName } from '../catalog/introspect.ts';
+import { parseTableName, qualifiedName, quoteIdent } from '../catalog/introspect.ts';
 import { orderTables } from '../plan/table-order.ts';
 import type { TableConfig, TablePlan } from '../plan/table-plan.ts';
 import { columnList, keyColumns, keyHash, keysRecordset, LOCAL_SESSION_SETTINGS, rowVersionHash, sourceSelectByKeys } from '../sql/statements.ts';
@@ -161,6 +161,8 @@ export const SOURCE_SNAPSHOT = `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
 export interface KeyOutcome extends TableOutcome {
   /** Source rows read for this table (asked for, and pulled into scope). */
   sourceRows: number;
+  /** With collectHeld: the key (column → text) of every change held back. */
+  heldKeys?: Array<Record<string, string>>;
 }
 
 /**
@@ -175,7 +177,7 @@ export interface KeyOutcome extends TableOutcome {
  */
 export async function applyKeys(
   src: pg.ClientBase, tx: pg.ClientBase, plans: TablePlan[], requests: Array<{ plan: TablePlan; keys: Array<Record<string, unknown>> }>,
-  opts: { clearAfter?: boolean } = {},
+  opts: { clearAfter?: boolean; collectHeld?: boolean } = {},
 ): Promise<Map<string, KeyOutcome>> {
   const order = orderTables(plans.map((p) => p.target)).upsertOrder;
   const read = async (plan: TablePlan, keysJsonText: string): Promise<unknown[][]> => {
@@ -264,6 +266,10 @@ export async function applyKeys(
   for (const s of involved) {
     const o = applied.get(s.plan.id)!;
     out.set(s.plan.id, { ...o, sourceRows: sourceRows.get(s.plan.id)! });
+    if (opts.collectHeld && o.held > 0) {
+      const q = `SELECT json_build_object(${s.plan.key.map((c) => `${literal(c.name)}, a.${quoteIdent(c.name)}::text`).join(', ')}) AS k FROM ${s.act} a WHERE a.held IS NOT NULL`;
+      out.get(s.plan.id)!.heldKeys = (await tx.query({ name: prepared(q), text: q })).rows.map((r) => r.k);
+    }
     if (o.inserted + o.updated + o.deleted === 0) continue;
     const log = `INSERT INTO elara_sync.target_log (table_name, key_hash, version_xor, row_delta)
       SELECT $1, kh, bit_xor(vh), sum(d) FROM (

@@ -94,6 +94,13 @@ CREATE TABLE IF NOT EXISTS elara_sync.stream_state (
   transactions bigint NOT NULL DEFAULT 0,
   rows bigint NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS elara_sync.stream_retry (
+  slot_name text NOT NULL,
+  table_name text NOT NULL,
+  key jsonb NOT NULL,
+  held_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (slot_name, table_name, key)
+);
 `;
 
 const ensured = new WeakSet<object>();

@@ -39,6 +39,8 @@ export async function readStreamStates(target: pg.ClientBase | pg.Pool): Promise
 
 /** After a snapshot: the stream starts at the slot's consistent point. */
 export async function resetStreamState(tx: pg.ClientBase, slot: string, s: { lsn: string; sourceSystem: string; planSig: string }): Promise<void> {
+  // A snapshot compared everything: nothing waits for a retry any more.
+  await tx.query(`DELETE FROM elara_sync.stream_retry WHERE slot_name = $1`, [slot]);
   await tx.query(`INSERT INTO elara_sync.stream_state (slot_name, lsn, source_system, plan_sig) VALUES ($1, $2::pg_lsn, $3, $4)
     ON CONFLICT (slot_name) DO UPDATE SET lsn = EXCLUDED.lsn, source_system = EXCLUDED.source_system, plan_sig = EXCLUDED.plan_sig,
       snapshot_at = now(), updated_at = now(), last_commit_at = NULL, transactions = 0, rows = 0`, [slot, s.lsn, s.sourceSystem, s.planSig]);
@@ -54,6 +56,25 @@ export async function advanceStreamState(tx: pg.ClientBase, slot: string, s: { l
 }
 
 export async function deleteStreamState(target: pg.ClientBase | pg.Pool, slot: string): Promise<boolean> {
+  await target.query(`DELETE FROM elara_sync.stream_retry WHERE slot_name = $1`, [slot]).catch(() => null);
   const r = await target.query(`DELETE FROM elara_sync.stream_state WHERE slot_name = $1`, [slot]).catch(() => null);
   return Boolean(r?.rowCount);
+}
+
+/**
+ * Keys whose change watch held back (a QA row in the way, or a parent the stream has not brought
+ * yet): retried with every batch and when idle, so a hold the next transactions do not touch
+ * again still heals. Written in the batch's transaction.
+ */
+export async function readStreamRetry(target: pg.ClientBase, slot: string): Promise<Array<{ table: string; key: Record<string, string> }>> {
+  const r = await target.query(`SELECT table_name, key FROM elara_sync.stream_retry WHERE slot_name = $1`, [slot]);
+  return r.rows.map((x) => ({ table: x.table_name, key: x.key }));
+}
+
+export async function writeStreamRetry(tx: pg.ClientBase, slot: string, keys: Array<{ table: string; key: Record<string, string> }>): Promise<void> {
+  await tx.query(`DELETE FROM elara_sync.stream_retry WHERE slot_name = $1`, [slot]);
+  if (keys.length) {
+    await tx.query(`INSERT INTO elara_sync.stream_retry (slot_name, table_name, key) SELECT $1, t, k FROM unnest($2::text[], $3::jsonb[]) AS x(t, k) ON CONFLICT DO NOTHING`,
+      [slot, keys.map((k) => k.table), keys.map((k) => JSON.stringify(k.key))]);
+  }
 }

@@ -21,7 +21,7 @@ import { runSync, type RunResult } from '../engine/run.ts';
 import { toSyncError } from '../engine/errors.ts';
 import { ensureStateSchema } from '../state/schema.ts';
 import { ensureTracking } from '../state/tracking.ts';
-import { advanceStreamState, deleteStreamState, readStreamState, resetStreamState } from '../state/stream.ts';
+import { advanceStreamState, deleteStreamState, readStreamRetry, readStreamState, resetStreamState, writeStreamRetry } from '../state/stream.ts';
 import { assertLogical, createSlotWithSnapshot, dropPublication, dropSlot, ensurePublication, lsnText, lsnValue, readSlot, slotError } from './slot.ts';
 import { publicationName, slotName } from './names.ts';
 import type { StreamStatus } from './types.ts';
@@ -82,6 +82,9 @@ class TextPgoutput extends PgoutputPlugin {
     return msg;
   }
 }
+
+/** Messages received and not yet handled above which production's stream is paused (TCP backpressure). */
+const QUEUE_HIGH = 20_000;
 
 interface Relation { schema: string; name: string; columns: Array<{ name: string }> }
 type Key = Record<string, string>;
@@ -164,7 +167,22 @@ interface Batch {
   pending: Map<string, Map<string, Key>>;
   pendingCount: number;
   startedAt: number;
+  /** The retry keys were read again in this batch. */
+  retried: boolean;
+  /** Keys whose change this batch held back. */
+  held: Map<string, Map<string, Key>>;
 }
+
+const mergeKeys = (a: Map<string, Map<string, Key>>, b: Map<string, Map<string, Key>>) => {
+  const out = new Map([...a].map(([t, m]) => [t, new Map(m)]));
+  for (const [t, m] of b) {
+    const x = out.get(t) ?? new Map<string, Key>();
+    for (const [id, k] of m) x.set(id, k);
+    out.set(t, x);
+  }
+  return out;
+};
+const keyIds = (m: Map<string, Map<string, Key>>) => [...m].flatMap(([t, keys]) => [...keys.keys()].map((id) => `${t}|${id}`)).sort().join('\n');
 
 /** One connection's life: setup, maybe a snapshot, then the stream until it ends or fails. */
 class Session {
@@ -183,6 +201,11 @@ class Session {
   private ended: (() => void) | null = null;
   private chain: Promise<unknown> = Promise.resolve();
   private received = 0;
+  private queue: Array<Record<string, unknown> | undefined> = [];
+  private head = 0;
+  private queued() { return this.queue.length - this.head; }
+  private retry = new Map<string, Map<string, Key>>();
+  private lastRetryAt = 0;
   private handled = 0;
   private timers: NodeJS.Timeout[] = [];
   private stopRequested = false;
@@ -192,7 +215,7 @@ class Session {
   constructor(private opts: WatchOptions, private name: string, private status: StreamStatus) {}
 
   private static emptyBatch(): Batch {
-    return { open: false, transactions: 0, rows: 0, lastEnd: 0n, firstCommitUs: null, lastCommitUs: null, pending: new Map(), pendingCount: 0, startedAt: 0 };
+    return { open: false, transactions: 0, rows: 0, lastEnd: 0n, firstCommitUs: null, lastCommitUs: null, pending: new Map(), pendingCount: 0, startedAt: 0, retried: false, held: new Map() };
   }
 
   private get slot() { return this.status.slot; }
@@ -252,6 +275,10 @@ class Session {
     if (isStopping()) return;
     this.applied = lsnValue(from);
     this.status.lsn = from;
+    for (const { table, key } of await readStreamRetry(this.target, this.slot)) {
+      const plan = this.plans.find((p) => p.id === table);
+      if (plan) this.addKey(plan, key, this.retry);
+    }
     await this.stream(from);
   }
 
@@ -292,7 +319,10 @@ class Session {
 
   private async stream(from: string): Promise<void> {
     const o = this.opts;
-    const service = new LogicalReplicationService({}, { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } });
+    // Messages go into this session's own queue (the library's flow control pauses the socket per
+    // message, so a batch could never see what is already waiting behind it). The socket is paused
+    // above QUEUE_HIGH queued messages and resumed when the queue is drained: bounded memory.
+    const service = new LogicalReplicationService({}, { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: false } });
     // The service opens its own client; this one has the project's TLS handling (sslmode, PGSSL*).
     (service as unknown as { client: () => Promise<unknown> }).client = async function (this: { stop(): Promise<void>; _client: pg.Client | null; _connection: unknown; emit(e: string, x: unknown): void }) {
       await this.stop();
@@ -307,17 +337,45 @@ class Session {
     const failed = new Promise<never>((_, reject) => { this.failed = reject; });
     const ended = new Promise<void>((res) => { this.ended = res; });
     failed.catch(() => {});
-    service.on('data', (lsn: string, msg: Record<string, unknown>) => {
-      this.received++;
-      return this.serial(async () => {
-        try {
-          if (!this.failure) await this.onMessage(msg);
-        } catch (e) {
-          this.fail(e);
-        } finally {
-          this.handled++;
+    const socket = () => (service as unknown as { _connection?: { stream?: { pause(): void; resume(): void } } })._connection?.stream;
+    let paused = false;
+    let draining = false;
+    const drain = async () => {
+      draining = true;
+      try {
+        while (this.queued() > 0 && !this.failure) {
+          const msg = this.queue[this.head]!;
+          this.queue[this.head++] = undefined;
+          if (this.head > 4096 && this.head * 2 > this.queue.length) {
+            this.queue = this.queue.slice(this.head);
+            this.head = 0;
+          }
+          await this.serial(async () => {
+            try {
+              if (!this.failure) await this.onMessage(msg);
+            } catch (e) {
+              this.fail(e);
+            } finally {
+              this.handled++;
+            }
+          });
         }
-      });
+      } finally {
+        draining = false;
+        if (paused) {
+          paused = false;
+          socket()?.resume();
+        }
+      }
+    };
+    service.on('data', (_lsn: string, msg: Record<string, unknown>) => {
+      this.received++;
+      this.queue.push(msg);
+      if (!paused && this.queued() > QUEUE_HIGH) {
+        paused = true;
+        socket()?.pause();
+      }
+      if (!draining) void drain();
     });
     service.on('heartbeat', (lsn: string, _t: number, shouldRespond: boolean) => {
       const v = lsnValue(lsn);
@@ -410,8 +468,7 @@ class Session {
           return;
         }
         // Transactions that already wait behind this one join its target transaction (fewer commits under load).
-        const waiting = (this.service as unknown as { _messageQueue?: unknown[] })._messageQueue?.length ?? 0;
-        if (waiting === 0 || this.stopRequested || b.pendingCount >= (this.opts.chunkKeys ?? 5000) || Date.now() - b.startedAt > 200 || b.transactions >= 1000) {
+        if (this.queued() === 0 || this.stopRequested || b.pendingCount >= (this.opts.chunkKeys ?? 5000) || Date.now() - b.startedAt > 200 || b.transactions >= 1000) {
           await this.commitBatch();
         }
         return;
@@ -421,7 +478,7 @@ class Session {
     }
   }
 
-  private addKey(plan: TablePlan, tuple: Record<string, unknown>): void {
+  private addKey(plan: TablePlan, tuple: Record<string, unknown>, into = this.batch.pending): void {
     const key: Key = {};
     for (const c of plan.key) {
       const v = tuple[c.name];
@@ -429,8 +486,12 @@ class Session {
       key[c.name] = String(v);
     }
     const id = JSON.stringify(plan.key.map((c) => key[c.name]));
-    let m = this.batch.pending.get(plan.id);
-    if (!m) this.batch.pending.set(plan.id, (m = new Map()));
+    let m = into.get(plan.id);
+    if (!m) into.set(plan.id, (m = new Map()));
+    if (into !== this.batch.pending) {
+      m.set(id, key);
+      return;
+    }
     if (!m.has(id)) {
       m.set(id, key);
       this.batch.pendingCount++;
@@ -478,9 +539,10 @@ class Session {
     b.pendingCount = 0;
     await this.source!.query(SOURCE_SNAPSHOT);
     try {
-      const out = await applyKeys(this.source!, this.target!, this.plans, requests, { clearAfter: true });
+      const out = await applyKeys(this.source!, this.target!, this.plans, requests, { clearAfter: true, collectHeld: true });
       for (const p of this.plans) {
         const x = out.get(p.id);
+        for (const k of x?.heldKeys ?? []) this.addKey(p, k, b.held);
         if (x && x.held > 0) this.event({ kind: 'held', table: p.display, held: x.held, keys: x.heldRows.slice(0, 5).map((h) => `${h.key}: ${h.reason}`) });
       }
     } finally {
@@ -488,14 +550,34 @@ class Session {
     }
   }
 
+  /**
+   * Applies what is pending, plus every key held back before (retried with each batch, and alone
+   * when idle), records the keys still held and the position, commits, then confirms to the slot.
+   */
   private async commitBatch(): Promise<void> {
     const b = this.batch;
-    if (b.transactions === 0 && b.pendingCount === 0) return;
+    if (b.transactions === 0 && b.pendingCount === 0 && this.retry.size === 0) return;
+    if (!b.transactions) b.startedAt = Date.now();
+    let nextRetry = this.retry;
     try {
+      if (this.retry.size) {
+        for (const [id, keys] of this.retry) {
+          const plan = this.plans.find((p) => p.id === id);
+          if (plan) for (const k of keys.values()) this.addKey(plan, k);
+        }
+        b.retried = true;
+        this.lastRetryAt = Date.now();
+      }
       await this.flushChunk();
       await this.openBatch();
+      if (b.retried || b.held.size) {
+        nextRetry = b.retried ? b.held : mergeKeys(this.retry, b.held);
+        if (keyIds(nextRetry) !== keyIds(this.retry)) {
+          await writeStreamRetry(this.target!, this.slot, [...nextRetry].flatMap(([table, keys]) => [...keys.values()].map((key) => ({ table, key }))));
+        }
+      }
       const lastCommitAt = b.lastCommitUs === null ? null : new Date(Number(b.lastCommitUs / 1000n));
-      await advanceStreamState(this.target!, this.slot, { lsn: lsnText(b.lastEnd), lastCommitAt, transactions: b.transactions, rows: b.rows });
+      if (b.transactions) await advanceStreamState(this.target!, this.slot, { lsn: lsnText(b.lastEnd), lastCommitAt, transactions: b.transactions, rows: b.rows });
       await this.target!.query('COMMIT');
     } catch (e) {
       await this.target!.query('ROLLBACK').catch(() => {});
@@ -503,6 +585,8 @@ class Session {
       throw e;
     }
     this.batch = Session.emptyBatch();
+    this.retry = nextRetry;
+    if (!b.transactions) return;
     const now = Date.now();
     this.applied = b.lastEnd;
     const lagMs = b.firstCommitUs === null ? 0 : Math.max(0, now - Number(b.firstCommitUs / 1000n));
@@ -544,9 +628,9 @@ class Session {
    */
   private async idleAdvance(): Promise<void> {
     if (this.failure || !this.service || !this.target) return;
-    const queued = (this.service as unknown as { _messageQueue?: unknown[] })._messageQueue?.length ?? 0;
     // received counts messages handed to the listener (synchronously), handled those fully processed.
-    const idle = !this.tx && !this.batch.open && this.batch.transactions === 0 && queued === 0 && this.received === this.handled;
+    const idle = !this.tx && !this.batch.open && this.batch.transactions === 0 && this.queued() === 0 && this.received === this.handled;
+    if (idle && this.retry.size > 0 && Date.now() - this.lastRetryAt >= 1000) await this.commitBatch();
     if (idle && this.keepalive > this.applied) {
       const lsn = this.keepalive;
       await this.target.query('BEGIN');
