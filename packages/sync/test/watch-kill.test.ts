@@ -340,6 +340,9 @@ test('a restart after SIGTERM resumes from the recorded position: no second snap
   await server.sql(src, schema);
   await server.sql(dst, schema);
   await server.sql(src, `INSERT INTO "Organization" VALUES (1, 'one')`);
+  // Slot names are per server: the kill test's slot (another database) would make this start
+  // refuse, rightly, to take it over.
+  await server.sql('postgres', `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, [SLOT]);
   const env = { DATABASE_URL: server.url(src), STAGING_DATABASE_URL: server.url(dst) };
   const first = spawnWatch(env);
   await until('streaming', () => first.isExited() || first.events.some((e) => e.kind === 'streaming'), 30_000, first);

@@ -57,9 +57,10 @@ export interface ApplyOptions {
  * logical replication (the hold rules keep FK integrity); it also keeps the tracking trigger from
  * recording the engine's writes as QA data.
  */
-export async function beginApply(tx: pg.ClientBase, opts: { lock: 'exclusive' | 'shared' | 'none'; lockWaitMs?: number; statementTimeoutMs?: number }): Promise<void> {
+export async function beginApply(tx: pg.ClientBase, opts: { lock: 'exclusive' | 'shared' | 'none'; lockWaitMs?: number; statementTimeoutMs?: number; begin?: boolean }): Promise<void> {
   try {
-    await tx.query(`SET LOCAL session_replication_role = replica`);
+    // begin: the BEGIN travels with it (one round trip less per apply, for watch's many small ones).
+    await tx.query(`${opts.begin ? 'BEGIN; ' : ''}SET LOCAL session_replication_role = replica`);
   } catch (e) {
     if ((e as { code?: string }).code === '42501') {
       throw new SyncError('E_PERMISSION',

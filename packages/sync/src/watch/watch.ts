@@ -523,14 +523,13 @@ class Session {
 
   private async openBatch(): Promise<void> {
     if (this.batch.open) return;
-    await this.target!.query('BEGIN');
     this.batch.open = true;
     // Shared with immediate syncs; a reconcile's apply (exclusive) makes this wait, then go on.
-    await beginApply(this.target!, { lock: 'shared', lockWaitMs: 10 * 60_000, statementTimeoutMs: 5 * 60_000 });
+    await beginApply(this.target!, { lock: 'shared', lockWaitMs: 10 * 60_000, statementTimeoutMs: 5 * 60_000, begin: true });
   }
 
   /** The pending keys, read back through the plans and applied, inside the open target transaction. */
-  private async flushChunk(): Promise<void> {
+  private async flushChunk(final = false): Promise<void> {
     const b = this.batch;
     if (b.pendingCount === 0) return;
     await this.openBatch();
@@ -539,7 +538,7 @@ class Session {
     b.pendingCount = 0;
     await this.source!.query(SOURCE_SNAPSHOT);
     try {
-      const out = await applyKeys(this.source!, this.target!, this.plans, requests, { clearAfter: true, collectHeld: true });
+      const out = await applyKeys(this.source!, this.target!, this.plans, requests, { clearAfter: !final, collectHeld: true });
       for (const p of this.plans) {
         const x = out.get(p.id);
         for (const k of x?.heldKeys ?? []) this.addKey(p, k, b.held);
@@ -568,7 +567,8 @@ class Session {
         b.retried = true;
         this.lastRetryAt = Date.now();
       }
-      await this.flushChunk();
+      // The last chunk: its stage tables empty themselves at commit (ON COMMIT DELETE ROWS).
+      await this.flushChunk(true);
       await this.openBatch();
       if (b.retried || b.held.size) {
         nextRetry = b.retried ? b.held : mergeKeys(this.retry, b.held);
