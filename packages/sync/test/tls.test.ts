@@ -191,7 +191,9 @@ describe('elara-sync over TLS, as a process', () => {
     assert.equal(r.code, 0, r.stdout);
     assert.match(r.stdout, /^WARN staging tls: on, TLSv1\.3 .*server certificate NOT verified \(sslmode=require\): encrypted, but the server is not authenticated/m);
     assert.match(r.stdout, /^ {5}fix: add sslrootcert=<the server's CA file> and sslmode=verify-full to STAGING_DATABASE_URL/m);
-    assert.match(r.stdout, /all \d+ checks passed \(1 with a warning\)/);
+    // Two warnings: staging's unauthenticated TLS, and this test server's wal_level (only watch needs logical).
+    assert.match(r.stdout, /all \d+ checks passed \(2 with a warning\)/);
+    assert.deepEqual(r.stdout.split('\n').filter((l) => l.startsWith('WARN')).map((l) => l.split(':')[0]), ['WARN staging tls', 'WARN production wal_level']);
   });
 
   test('a server certificate renewed on the server (reload, no restart) is seen at once; one about to expire is a warning', async () => {

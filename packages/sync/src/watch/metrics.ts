@@ -18,7 +18,7 @@ export const STREAM_METRICS: readonly StreamMetric[] = [
   { name: 'elara_sync_stream_lag_bytes', type: 'gauge', field: 'lagBytes', help: "Bytes of WAL between production's current position and the position applied to the target" },
   { name: 'elara_sync_stream_retained_wal_bytes', type: 'gauge', field: 'retainedWalBytes', help: "WAL the target's replication slot keeps on production (pg_current_wal_lsn() - restart_lsn)" },
   { name: 'elara_sync_stream_transactions_total', type: 'counter', field: 'transactions', help: 'Production transactions watch applied to the target' },
-  { name: 'elara_sync_stream_rows_total', type: 'counter', field: 'rows', help: 'Rows watch inserted, updated or deleted in the target' },
+  { name: 'elara_sync_stream_rows_total', type: 'counter', field: 'rows', help: 'Row changes (inserts, updates, deletes) of the production transactions watch applied to the target' },
   { name: 'elara_sync_stream_reconnects_total', type: 'counter', field: 'reconnects', help: 'Times watch reconnected to production or the target after losing a connection' },
   { name: 'elara_sync_stream_snapshots_total', type: 'counter', field: 'snapshots', help: "Full snapshots (a reconcile under the slot's exported snapshot): at the first start and after the slot was invalidated" },
 ];
