@@ -58,10 +58,18 @@ export interface ApplyOptions {
  * recording the engine's writes as QA data.
  */
 export async function beginApply(tx: pg.ClientBase, opts: { lock: 'exclusive' | 'shared' | 'none'; lockWaitMs?: number; statementTimeoutMs?: number; begin?: boolean }): Promise<void> {
+  // One round trip (begin: with the BEGIN too), which matters for watch's many small applies.
+  const parts = [...(opts.begin ? ['BEGIN'] : []), 'SET LOCAL session_replication_role = replica', LOCAL_SESSION_SETTINGS, 'SET CONSTRAINTS ALL DEFERRED'];
+  if (opts.lock !== 'none') {
+    const wait = opts.lockWaitMs;
+    if (wait !== undefined) parts.push(`SET LOCAL lock_timeout = ${wait}`, `SET LOCAL statement_timeout = ${Math.max(wait, opts.statementTimeoutMs ?? 0)}`);
+    parts.push(`SELECT ${opts.lock === 'shared' ? 'pg_advisory_xact_lock_shared' : 'pg_advisory_xact_lock'}(${LOCK_APPLY})`);
+    if (wait !== undefined) parts.push(`SET LOCAL lock_timeout = 0`, `SET LOCAL statement_timeout = ${opts.statementTimeoutMs ?? 0}`);
+  }
   try {
-    // begin: the BEGIN travels with it (one round trip less per apply, for watch's many small ones).
-    await tx.query(`${opts.begin ? 'BEGIN; ' : ''}SET LOCAL session_replication_role = replica`);
+    await tx.query(parts.join('; '));
   } catch (e) {
+    // Only the SET of session_replication_role can be refused for a privilege here.
     if ((e as { code?: string }).code === '42501') {
       throw new SyncError('E_PERMISSION',
         'staging (target) refused SET session_replication_role = replica for the sync role: the engine applies rows without firing staging\'s own triggers, as logical replication does',
@@ -70,14 +78,6 @@ export async function beginApply(tx: pg.ClientBase, opts: { lock: 'exclusive' | 
     }
     throw e;
   }
-  const parts = [LOCAL_SESSION_SETTINGS, 'SET CONSTRAINTS ALL DEFERRED'];
-  if (opts.lock !== 'none') {
-    const wait = opts.lockWaitMs;
-    if (wait !== undefined) parts.push(`SET LOCAL lock_timeout = ${wait}`, `SET LOCAL statement_timeout = ${Math.max(wait, opts.statementTimeoutMs ?? 0)}`);
-    parts.push(`SELECT ${opts.lock === 'shared' ? 'pg_advisory_xact_lock_shared' : 'pg_advisory_xact_lock'}(${LOCK_APPLY})`);
-    if (wait !== undefined) parts.push(`SET LOCAL lock_timeout = 0`, `SET LOCAL statement_timeout = ${opts.statementTimeoutMs ?? 0}`);
-  }
-  await tx.query(parts.join('; '));
 }
 
 interface Counts { i: number; u: number; r: number; d: number; held: { i: number; u: number; r: number; d: number } }
@@ -126,6 +126,11 @@ export async function applyStages(tx: pg.ClientBase, stages: Stage[], order: str
     counts.set(s.plan.id, c);
   };
   try {
+    // A table without local (QA) keys needs none of the three statements that forget them: counted
+    // first, this saves watch's and the immediate sync's many small applies three round trips per table.
+    const adopting = !opts.dryRun && sorted.some((s) => opts.adopt?.has(s.plan.id));
+    const localBefore = adopting ? null : await countLocalKeys(tx, sorted);
+    let forgot = false;
     for (const s of sorted) {
       const direct = opts.direct?.has(s.plan.id);
       if (direct) {
@@ -133,7 +138,10 @@ export async function applyStages(tx: pg.ClientBase, stages: Stage[], order: str
         continue;
       }
       if (opts.adopt?.has(s.plan.id) && !opts.dryRun) await run(s, adoptLocalRows(s));
-      for (const q of opts.dryRun && s.localKeys.startsWith('pg_temp') ? forgetLocalRowsDry(s) : forgetLocalRows(s)) await run(s, q);
+      if (!localBefore || (localBefore.get(s.plan.id) ?? 0) > 0) {
+        forgot = true;
+        for (const q of opts.dryRun && s.localKeys.startsWith('pg_temp') ? forgetLocalRowsDry(s) : forgetLocalRows(s)) await run(s, q);
+      }
       for (const q of classify(s)) await run(s, q);
       await recount(s);
       // Without statistics the planner guesses that `held IS NULL` matches one row and picks
@@ -141,7 +149,7 @@ export async function applyStages(tx: pg.ClientBase, stages: Stage[], order: str
       const c = counts.get(s.plan.id)!;
       if (!opts.prepare && c.i + c.u + c.r + c.d > ANALYZE_ABOVE) await tx.query(`ANALYZE ${s.src}, ${s.act}`);
     }
-    const localCounts = await countLocalKeys(tx, sorted);
+    const localCounts = !forgot && localBefore ? localBefore : await countLocalKeys(tx, sorted);
 
     // Hold rules until a whole pass adds no hold.
     for (let pass = 0; ; pass++) {
