@@ -84,7 +84,7 @@ class TextPgoutput extends PgoutputPlugin {
 }
 
 /** Messages received and not yet handled above which production's stream is paused (TCP backpressure). */
-const QUEUE_HIGH = 20_000;
+const QUEUE_HIGH = 2_000;
 
 interface Relation { schema: string; name: string; columns: Array<{ name: string }> }
 type Key = Record<string, string>;
