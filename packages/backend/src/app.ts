@@ -78,6 +78,21 @@ export async function buildApp(input: AppDepsInput, options: BuildAppOptions = {
       if (Date.now() - warned > 60_000) { warned = Date.now(); deps.logger.warn({ error: describeError(err) }, 'rate-limit store (Redis) unreachable; requests are not limited until it is back'); }
     });
     app.addHook('onClose', async () => { await redis?.quit().catch(() => redis?.disconnect()); });
+    // With no offline queue, a command sent before the connection is up fails and (skipOnError)
+    // is not counted: wait for it (at most connectTimeout) so the first requests after start-up
+    // count too. An unreachable Redis is not waited for any longer: the warning above says so.
+    const r = redis;
+    if (r.status !== 'ready') {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(t);
+          r.off('ready', done);
+          resolve();
+        };
+        const t = setTimeout(done, 2000);
+        r.once('ready', done);
+      });
+    }
   }
   await app.register(rateLimit, {
     global: false,
