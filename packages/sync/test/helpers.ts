@@ -82,3 +82,33 @@ CREATE TABLE "User" (
 );
 CREATE INDEX ON "User" ("organizationId");
 CREATE INDEX ON "User" ("managerId");`;
+
+// The privacy tests' shapes (privacy.test.ts, watch-privacy.test.ts): the seed's tables with every
+// column a rule cares about, and a rule for each column.
+export const PRIVACY_SCHEMA = `
+CREATE TABLE "Organization" (id uuid PRIMARY KEY, name text NOT NULL, tier text NOT NULL DEFAULT 'free', "apiKey" text NOT NULL UNIQUE,
+  "apiSecret" text NOT NULL, "isActive" boolean NOT NULL DEFAULT true, "createdAt" timestamptz(3) NOT NULL DEFAULT now());
+CREATE TABLE "User" (id uuid PRIMARY KEY, email text NOT NULL UNIQUE, "passwordHash" text NOT NULL, "firstName" text, "lastName" text,
+  role text NOT NULL DEFAULT 'member', "organizationId" uuid NOT NULL REFERENCES "Organization"(id), "managerId" uuid REFERENCES "User"(id),
+  "lastLoginAt" timestamptz(3));
+CREATE UNIQUE INDEX user_email_lower ON "User" (lower(email));`;
+
+export const PRIVACY_TABLE_RULES = `tables:
+  - name: Organization
+    columns: { id: keep, name: company_name, tier: keep, apiKey: token, apiSecret: hash, isActive: keep, createdAt: keep }
+  - name: User
+    columns: { id: keep, email: email, passwordHash: password_hash, firstName: first_name, lastName: last_name, role: keep,
+               organizationId: keep, managerId: keep, lastLoginAt: keep }
+`;
+
+/** A small seeded PRNG (mulberry32): the kill tests replay a failing run from its printed seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}

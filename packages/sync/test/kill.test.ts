@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { createTestDatabase, sql, type TestDatabase } from '@elara/testkit';
 import { LOCK_APPLY } from '../src/state/schema.ts';
-import { SEED_LIKE_SCHEMA } from './helpers.ts';
+import { prng, SEED_LIKE_SCHEMA } from './helpers.ts';
 
 const CLI = fileURLToPath(new URL('../bin/elara-sync.js', import.meta.url));
 const KILLS = Number(process.env.KILL_KILLS ?? 20);
@@ -27,16 +27,6 @@ type TableName = (typeof TABLES)[number];
 
 
 /** mulberry32: a small seeded PRNG, so a failing run can be replayed with KILL_SEED. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 const rand = prng(SEED);
 const int = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
 

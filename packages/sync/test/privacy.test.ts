@@ -18,22 +18,11 @@ import { createTestDatabase, sql, type TestDatabase } from '@elara/testkit';
 import { maskOptions, parseConfig, resolveTarget, runSync, syncKeys, verifySync, type TableConfig } from '../src/index.ts';
 import { RULES } from '../src/sql/rules.ts';
 import { fkOrphans } from './cases.ts';
+import { PRIVACY_SCHEMA, PRIVACY_TABLE_RULES } from './helpers.ts';
 
-const SCHEMA = `
-CREATE TABLE "Organization" (id uuid PRIMARY KEY, name text NOT NULL, tier text NOT NULL DEFAULT 'free', "apiKey" text NOT NULL UNIQUE,
-  "apiSecret" text NOT NULL, "isActive" boolean NOT NULL DEFAULT true, "createdAt" timestamptz(3) NOT NULL DEFAULT now());
-CREATE TABLE "User" (id uuid PRIMARY KEY, email text NOT NULL UNIQUE, "passwordHash" text NOT NULL, "firstName" text, "lastName" text,
-  role text NOT NULL DEFAULT 'member', "organizationId" uuid NOT NULL REFERENCES "Organization"(id), "managerId" uuid REFERENCES "User"(id),
-  "lastLoginAt" timestamptz(3));
-CREATE UNIQUE INDEX user_email_lower ON "User" (lower(email));`;
+const SCHEMA = PRIVACY_SCHEMA;
 
-const RULES_CFG = `tables:
-  - name: Organization
-    columns: { id: keep, name: company_name, tier: keep, apiKey: token, apiSecret: hash, isActive: keep, createdAt: keep }
-  - name: User
-    columns: { id: keep, email: email, passwordHash: password_hash, firstName: first_name, lastName: last_name, role: keep,
-               organizationId: keep, managerId: keep, lastLoginAt: keep }
-targets:
+const RULES_CFG = `${PRIVACY_TABLE_RULES}targets:
   staging: { url: "\${STAGING_URL}" }
   dev: { url: "\${DEV_URL}", anonymize: true }
   dev2: { url: "\${DEV2_URL}", anonymize: true }

@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { startLogicalServer, type LogicalServer } from '@elara/testkit/logical';
-import { CLI } from './helpers.ts';
+import { CLI, prng } from './helpers.ts';
 
 const KILLS = Number(process.env.WATCH_KILL_KILLS ?? 20);
 const SEED = Number(process.env.WATCH_KILL_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -36,16 +36,6 @@ CREATE INDEX ON "User" ("organizationId");
 CREATE INDEX ON "User" ("managerId");`;
 
 /** mulberry32, so a failing run can be replayed with WATCH_KILL_SEED (the kill moments; the writer's choices too). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 const rand = prng(SEED);
 const wrand = prng(SEED ^ 0x5bd1e995);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

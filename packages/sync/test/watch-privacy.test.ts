@@ -14,23 +14,11 @@ import { join } from 'node:path';
 import { verify as argon2Verify } from '@node-rs/argon2';
 import { startLogicalServer, type LogicalServer } from '@elara/testkit/logical';
 import { parseConfig, resolveTarget, startWatch, SyncError, verifySync, type WatchEvent } from '../src/index.ts';
-import { CLI } from './helpers.ts';
+import { CLI, PRIVACY_SCHEMA, PRIVACY_TABLE_RULES } from './helpers.ts';
 
-const SCHEMA = `
-CREATE TABLE "Organization" (id uuid PRIMARY KEY, name text NOT NULL, tier text NOT NULL DEFAULT 'free', "apiKey" text NOT NULL UNIQUE,
-  "apiSecret" text NOT NULL, "isActive" boolean NOT NULL DEFAULT true, "createdAt" timestamptz(3) NOT NULL DEFAULT now());
-CREATE TABLE "User" (id uuid PRIMARY KEY, email text NOT NULL UNIQUE, "passwordHash" text NOT NULL, "firstName" text, "lastName" text,
-  role text NOT NULL DEFAULT 'member', "organizationId" uuid NOT NULL REFERENCES "Organization"(id), "managerId" uuid REFERENCES "User"(id),
-  "lastLoginAt" timestamptz(3));
-CREATE UNIQUE INDEX user_email_lower ON "User" (lower(email));`;
+const SCHEMA = PRIVACY_SCHEMA;
 
-const CONFIG = `tables:
-  - name: Organization
-    columns: { id: keep, name: company_name, tier: keep, apiKey: token, apiSecret: hash, isActive: keep, createdAt: keep }
-  - name: User
-    columns: { id: keep, email: email, passwordHash: password_hash, firstName: first_name, lastName: last_name, role: keep,
-               organizationId: keep, managerId: keep, lastLoginAt: keep }
-targets:
+const CONFIG = `${PRIVACY_TABLE_RULES}targets:
   dev: { url: "\${DEV_URL}", anonymize: true }
 `;
 const KEY = 'a-mask-key-of-32-characters-long!';
